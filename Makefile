@@ -1,0 +1,42 @@
+# Tickets Wholesale webhook receiver template: developer tasks.
+# `make test` and `make demo` create $(VENV) on first use and reinstall when
+# requirements.txt changes.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BUILD_DIR ?= build
+
+.PHONY: help install test test-fast demo bake clean
+
+help:
+	@echo "make test       run the template tests (bakes option sets, runs the generated tests)"
+	@echo "make test-fast  the same without the slow tests"
+	@echo "make demo       bake a project and show a signed event going through it"
+	@echo "make bake       bake the defaults into $(BUILD_DIR)/"
+	@echo "make clean      remove $(BUILD_DIR)/ and caches (keeps $(VENV))"
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest tests
+
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest tests -m "not slow"
+
+demo: $(VENV)/.installed
+	$(BIN)/python scripts/demo.py
+
+bake: $(VENV)/.installed
+	rm -rf $(BUILD_DIR)/tw-webhook-receiver
+	$(BIN)/cookiecutter --no-input --output-dir $(BUILD_DIR) .
+
+clean:
+	rm -rf $(BUILD_DIR) dist .pytest_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
