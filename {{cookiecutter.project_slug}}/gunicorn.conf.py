@@ -1,0 +1,32 @@
+"""Gunicorn settings for production, each overridable from the environment.
+
+gunicorn -c gunicorn.conf.py '{{ cookiecutter.package_name }}.app:create_app()'
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+# The view spends most of its time waiting on one Redis round trip, so a few threads per
+# process keep the CPU busy; processes scale with cores.
+workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+# The sender waits for our answer; a request stuck longer than this is better retried.
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+# Recycle workers now and then, so a slow leak in a dependency never becomes an outage.
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "10000"))
+max_requests_jitter = int(os.environ.get("GUNICORN_MAX_REQUESTS_JITTER", "1000"))
+# Build the app (and fail on a missing secret) once, before forking the workers.
+preload_app = True
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# Headers past these sizes are refused with 400 before the app sees them.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+# Trust X-Forwarded-* only from these proxies (comma-separated addresses).
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

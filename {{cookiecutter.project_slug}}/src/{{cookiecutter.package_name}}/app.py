@@ -1,0 +1,143 @@
+"""The web tier: routes, limits and the API's error shape.
+
+`POST <webhook path>` runs one event through the receiver: size limit, then the signature
+over the raw bytes, then the envelope, then `Intake.submit`. Every answer other than a
+success is `{"error": {"code", "message", "requestId"}}` with a stable code per cause, and
+the request id is echoed in the `X-Request-Id` header so partner and sender can talk about
+one delivery. Bad input is always a 4xx; a 5xx means "retry later" and is sent only when
+the event could not be stored, so the sender's retries never cost an event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import redis
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from . import events, signature
+from .config import Settings, settings_from_env
+from .connection import connect
+from .intake import Intake
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-Id"
+RETRY_AFTER_SECONDS = 5
+
+# Stable codes for the errors Werkzeug raises before our view runs.
+HTTP_ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _json(payload: dict, status: int) -> Response:
+    return Response(json.dumps(payload, separators=(",", ":")), status, mimetype="application/json")
+
+
+def error_response(status: int, code: str, message: str) -> Response:
+    """An error in the API's shape, carrying the current request id."""
+    body = {"error": {"code": code, "message": message, "requestId": g.get("request_id")}}
+    return _json(body, status)
+
+
+def create_app(settings: Settings | None = None, connection: redis.Redis | None = None) -> Flask:
+    """Build the receiver. Raises `ConfigError` when no signing secret is configured."""
+    if settings is None:
+        settings = settings_from_env()
+    secrets = settings.require_secrets()
+    if connection is None:
+        connection = connect(settings)
+    intake = Intake(connection, settings)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["tw_intake"] = intake
+    app.extensions["tw_settings"] = settings
+
+    @app.before_request
+    def assign_request_id() -> None:
+        g.request_id = "req_" + os.urandom(8).hex()
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def add_request_id(response: Response) -> Response:
+        response.headers[REQUEST_ID_HEADER] = g.request_id
+        return response
+
+    def receive_webhook() -> Response:
+        body = request.get_data(cache=False)
+        try:
+            signature.verify(
+                request.headers.get(signature.HEADER),
+                body,
+                secrets,
+                tolerance=settings.tolerance_seconds,
+            )
+            envelope = events.parse(body)
+        except signature.SignatureError as exc:
+            raise ApiError(401, exc.code, exc.message) from None
+        except events.InvalidEvent as exc:
+            raise ApiError(400, exc.code, exc.message) from None
+        try:
+            added = intake.submit(envelope)
+        except redis.RedisError as exc:
+            log.error("event %s not stored, Redis failed: %s", envelope["id"], exc)
+            raise ApiError(
+                503, "storage_unavailable", "Could not store the event; retry later."
+            ) from exc
+        status = "accepted" if added else "duplicate"
+        return _json(
+            {"status": status, "id": envelope["id"], "requestId": g.request_id},
+            202 if added else 200,
+        )
+
+    app.add_url_rule(settings.webhook_path, "receive_webhook", receive_webhook, methods=["POST"])
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"status": "ok"}, 200)
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        try:
+            connection.ping()
+        except redis.RedisError:
+            raise ApiError(503, "storage_unavailable", "Redis is not reachable.") from None
+        return _json({"status": "ready"}, 200)
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        response = error_response(exc.status, exc.code, exc.message)
+        if exc.status == 503:
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = HTTP_ERROR_CODES.get(status, "http_error")
+        response = error_response(status, code, exc.description or exc.name)
+        if status == 405:
+            response.headers["Allow"] = ", ".join(exc.valid_methods or ())
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc: Exception) -> Response:
+        log.exception("unexpected error in request %s", g.get("request_id"))
+        return error_response(500, "internal_error", "Internal error; retry later.")
+
+    return app

@@ -1,0 +1,125 @@
+"""Settings, read once from the environment.
+
+Every knob of the receiver and the worker lives here, so the rest of the package takes a
+`Settings` object and never touches `os.environ`. For local runs a `.env` file in the
+working directory is read first; variables already set in the environment win over it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Chosen when the project was generated; TW_WEBHOOK_PATH overrides it.
+DEFAULT_WEBHOOK_PATH = "{{ cookiecutter.webhook_path }}"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the variable to fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    secrets: tuple[str, ...] = ()
+    redis_url: str = "redis://localhost:6379/0"
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    webhook_path: str = DEFAULT_WEBHOOK_PATH
+    tolerance_seconds: int = 300
+    max_body_bytes: int = 256 * 1024
+    dedupe_window_seconds: int = 3 * 24 * 3600
+    handler_modules: tuple[str, ...] = ()
+    job_timeout_seconds: int = 60
+    retry_max: int = 5
+    retry_base_seconds: int = 10
+    retry_max_seconds: int = 3600
+    capture_max_events: int = 0
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    def require_secrets(self) -> tuple[str, ...]:
+        """The signing secrets; raises when none is configured (the worker needs none)."""
+        if not self.secrets:
+            raise ConfigError(
+                "TW_WEBHOOK_SECRETS is not set: set it to your webhook signing secret "
+                "(several, comma-separated, while you rotate secrets)"
+            )
+        return self.secrets
+
+    @property
+    def retry_intervals(self) -> list[int]:
+        """Exponential backoff between handler retries: base, 2*base, 4*base..., capped."""
+        return [
+            min(self.retry_base_seconds * 2**attempt, self.retry_max_seconds)
+            for attempt in range(self.retry_max)
+        ]
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
+    hosts = []
+    for item in _split(raw):
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"TW_REDIS_SENTINELS entries must look like host:port, got {item!r}")
+        hosts.append((host, int(port)))
+    return tuple(hosts)
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
+    """Build `Settings` from `env` (default: `.env` merged under `os.environ`)."""
+    if env is None:
+        env = load_environment()
+    path = env.get("TW_WEBHOOK_PATH", "").strip() or DEFAULT_WEBHOOK_PATH
+    if not path.startswith("/"):
+        raise ConfigError(f"TW_WEBHOOK_PATH must start with '/', got {path!r}")
+    log_format = env.get("TW_LOG_FORMAT", "text").strip().lower() or "text"
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"TW_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
+    return Settings(
+        secrets=_split(env.get("TW_WEBHOOK_SECRETS", "")),
+        redis_url=env.get("REDIS_URL", "").strip() or Settings.redis_url,
+        redis_sentinels=_sentinels(env.get("TW_REDIS_SENTINELS", "")),
+        redis_sentinel_master=env.get("TW_REDIS_SENTINEL_MASTER", "").strip()
+        or Settings.redis_sentinel_master,
+        webhook_path=path,
+        tolerance_seconds=_int(env, "TW_SIGNATURE_TOLERANCE_SECONDS", 300, minimum=1),
+        max_body_bytes=_int(env, "TW_MAX_BODY_BYTES", Settings.max_body_bytes, minimum=1024),
+        dedupe_window_seconds=_int(
+            env, "TW_DEDUPE_WINDOW_SECONDS", Settings.dedupe_window_seconds, minimum=1
+        ),
+        handler_modules=_split(env.get("TW_HANDLER_MODULES", "")),
+        job_timeout_seconds=_int(env, "TW_JOB_TIMEOUT_SECONDS", 60, minimum=1),
+        retry_max=_int(env, "TW_RETRY_MAX", 5),
+        retry_base_seconds=_int(env, "TW_RETRY_BASE_SECONDS", 10),
+        retry_max_seconds=_int(env, "TW_RETRY_MAX_SECONDS", 3600),
+        capture_max_events=_int(env, "TW_CAPTURE_MAX_EVENTS", 0),
+        log_format=log_format,
+        log_level=env.get("TW_LOG_LEVEL", "INFO").strip().upper() or "INFO",
+    )
+
+
+def load_environment(dotenv_path: str = ".env") -> dict[str, str]:
+    """Return `os.environ` with the `.env` file's values filled in underneath it."""
+    from dotenv import dotenv_values
+
+    merged = {k: v for k, v in dotenv_values(dotenv_path).items() if v is not None}
+    merged.update(os.environ)
+    return merged

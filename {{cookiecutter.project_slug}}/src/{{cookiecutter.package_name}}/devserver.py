@@ -1,0 +1,100 @@
+"""The `dev` command: web app (auto-reload), worker and, when `REDIS_URL` is unset, an
+embedded Redis, in one terminal with each line prefixed by the process it came from.
+
+Each child runs in a session of its own, so that on Ctrl-C (or SIGTERM) the whole process
+group of each one, gunicorn's workers included, is stopped here and nothing is orphaned.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+
+from .embedded_redis import EmbeddedRedis
+
+STOP_TIMEOUT_SECONDS = 10
+
+
+def commands(host: str, port: int, reload: bool) -> dict[str, list[str]]:
+    web = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{host}:{port}",
+        "--workers", "1",
+        "--access-logfile", "-",
+        *(["--reload"] if reload else []),
+        f"{__package__}.app:create_app()",
+    ]  # fmt: skip
+    worker = [sys.executable, "-m", __package__, "worker"]
+    return {"web": web, "worker": worker}
+
+
+def _pump(name: str, stream, lock: threading.Lock) -> None:
+    for line in iter(stream.readline, b""):
+        with lock:
+            sys.stdout.write(f"{name:>6} | {line.decode(errors='replace')}")
+            sys.stdout.flush()
+
+
+def _stop(processes: dict[str, subprocess.Popen]) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run(
+    env: Mapping[str, str], host: str = "127.0.0.1", port: int = 8000, reload: bool = True
+) -> int:
+    """Run everything until Ctrl-C, SIGTERM or a child exiting; return an exit status."""
+    child_env = dict(env)
+    embedded = None
+    if not child_env.get("REDIS_URL"):
+        embedded = EmbeddedRedis().start()
+        child_env["REDIS_URL"] = embedded.url
+        print(
+            f" redis | embedded Redis at {embedded.url} (set REDIS_URL to use your own)", flush=True
+        )
+    lock = threading.Lock()
+    processes: dict[str, subprocess.Popen] = {}
+    stopping = threading.Event()
+
+    def on_signal(signum, frame):
+        stopping.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    status = 0
+    try:
+        for name, command in commands(host, port, reload).items():
+            process = subprocess.Popen(
+                command,
+                env=child_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            processes[name] = process
+            threading.Thread(target=_pump, args=(name, process.stdout, lock), daemon=True).start()
+        print(f"   dev | receiver on http://{host}:{port}; Ctrl-C stops everything", flush=True)
+        while not stopping.wait(0.2):
+            exited = {n: p.returncode for n, p in processes.items() if p.poll() is not None}
+            if exited:
+                print(f"   dev | {exited} exited; stopping the rest", flush=True)
+                status = 1
+                break
+    finally:
+        _stop(processes)
+        if embedded is not None:
+            embedded.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        print("   dev | stopped", flush=True)
+    return status

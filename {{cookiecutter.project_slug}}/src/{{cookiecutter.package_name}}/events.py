@@ -1,0 +1,102 @@
+"""The event envelope: parse and validate what the sender posts, and route it.
+
+An envelope is `{"id", "type", "created", "apiVersion", "data": {"object": {...}}}`. The
+receiver checks only what it relies on (an id to dedupe by, a type to route by, a creation
+time, a data object) and passes everything else through untouched, so a field the API adds
+tomorrow reaches the handlers without a release of this project.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+# Event ids become Redis keys and RQ job ids, so they are held to RQ's job id alphabet.
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_TYPE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+
+# Queues by event family; anything else goes to OTHER_QUEUE, where only catch-all
+# handlers (`@on("*")`) will see it.
+FAMILY_QUEUES = {"order": "orders", "price": "prices"}
+OTHER_QUEUE = "other"
+QUEUES = (*FAMILY_QUEUES.values(), OTHER_QUEUE)
+
+
+class InvalidEvent(Exception):
+    """The body is not an event envelope; the message says which part is wrong."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Event:
+    """One webhook event, as handlers receive it."""
+
+    id: str
+    type: str
+    created: int
+    data: dict[str, Any]
+    api_version: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def family(self) -> str:
+        """`order` for `order.created`: the part before the first dot."""
+        return self.type.partition(".")[0]
+
+    @property
+    def object(self) -> dict[str, Any]:
+        """The order or price object the event is about (`data.object`)."""
+        obj = self.data.get("object")
+        return obj if isinstance(obj, dict) else {}
+
+    @classmethod
+    def from_dict(cls, envelope: dict[str, Any]) -> Event:
+        """Build an `Event` from an already validated envelope."""
+        return cls(
+            id=envelope["id"],
+            type=envelope["type"],
+            created=envelope["created"],
+            data=envelope["data"],
+            api_version=envelope.get("apiVersion"),
+            raw=envelope,
+        )
+
+
+def parse(body: bytes) -> dict[str, Any]:
+    """Decode and validate a raw body; return the envelope as a dict."""
+    try:
+        envelope = json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidEvent("invalid_json", "The body is not valid UTF-8 JSON.") from None
+    validate(envelope)
+    return envelope
+
+
+def validate(envelope: Any) -> None:
+    """Raise `InvalidEvent` unless `envelope` has the fields the receiver relies on."""
+    if not isinstance(envelope, dict):
+        raise InvalidEvent("invalid_event", "The body must be a JSON object.")
+    event_id = envelope.get("id")
+    if not isinstance(event_id, str) or not _ID_PATTERN.fullmatch(event_id):
+        raise InvalidEvent("invalid_event", "`id` must be 1 to 128 letters, digits, '_' or '-'.")
+    event_type = envelope.get("type")
+    if not isinstance(event_type, str) or not _TYPE_PATTERN.fullmatch(event_type):
+        raise InvalidEvent(
+            "invalid_event", "`type` must be 1 to 128 letters, digits, '.', '_' or '-'."
+        )
+    created = envelope.get("created")
+    if isinstance(created, bool) or not isinstance(created, int) or created < 0:
+        raise InvalidEvent("invalid_event", "`created` must be unix seconds (an integer).")
+    if not isinstance(envelope.get("data"), dict):
+        raise InvalidEvent("invalid_event", "`data` must be an object.")
+
+
+def queue_for(event_type: str) -> str:
+    """The queue an event type is routed to."""
+    return FAMILY_QUEUES.get(event_type.partition(".")[0], OTHER_QUEUE)

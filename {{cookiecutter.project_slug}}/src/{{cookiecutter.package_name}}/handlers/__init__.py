@@ -1,0 +1,24 @@
+"""Your event handlers.
+
+Every module in this package is imported by the worker, so a new file here is all it
+takes to add handlers. A handler is a function taking one `Event`, decorated with the
+event types it wants::
+
+    from . import Event, on
+
+    @on("order.created")
+    def book_seats(event: Event) -> None:
+        order = event.object
+        ...
+
+`@on("order.*")` takes a whole family and `@on("*")` every event, including types this
+project does not know yet. A handler that raises is retried with exponential backoff;
+handlers that already succeeded for that event are not run again. Keep handlers
+idempotent anyway: a worker killed between a handler's success and its bookkeeping will
+run that handler once more.
+"""
+
+from ..events import Event
+from ..registry import on
+
+__all__ = ["Event", "on"]

@@ -1,0 +1,74 @@
+"""The RQ job: one event in, every matching handler run once to success.
+
+Each handler that succeeds is written down in the job's `meta` straight away. When another
+handler fails, the job raises, RQ schedules a retry with exponential backoff, and on that
+retry the handlers already written down are skipped: a flaky e-mail handler does not make
+the order-booking handler run twice. When the retries are used up the job lands in RQ's
+failed registry, from where `failed retry` puts it back, with the same memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from rq import get_current_job
+
+from .config import settings_from_env
+from .events import Event
+from .registry import registry
+
+log = logging.getLogger(__name__)
+
+DONE_META_KEY = "handlers_done"
+
+
+class HandlerFailed(Exception):
+    """One or more handlers raised; the job will be retried for those alone."""
+
+    def __init__(self, event: Event, failures: dict[str, BaseException]):
+        self.failures = failures
+        names = ", ".join(f"{name}: {exc!r}" for name, exc in failures.items())
+        super().__init__(f"{event.type} {event.id}: {len(failures)} handler(s) failed: {names}")
+
+
+def ensure_handlers_loaded() -> None:
+    """Import the handler modules if this process has not yet (e.g. under plain `rq worker`)."""
+    if not registry.loaded:
+        registry.load(settings_from_env().handler_modules)
+
+
+def handle_event(envelope: dict[str, Any]) -> list[str]:
+    """Run the handlers for one event; return the names of those that ran this time."""
+    ensure_handlers_loaded()
+    event = Event.from_dict(envelope)
+    job = get_current_job()
+    done = set(job.meta.get(DONE_META_KEY, ())) if job is not None else set()
+    handlers = registry.handlers_for(event.type)
+    if not handlers:
+        log.info("%s %s: no handler registered; acknowledged and dropped", event.type, event.id)
+        return []
+    ran: list[str] = []
+    failures: dict[str, BaseException] = {}
+    for handler in handlers:
+        if handler.name in done:
+            continue
+        started = time.perf_counter()
+        try:
+            handler.func(event)
+        except Exception as exc:
+            failures[handler.name] = exc
+            log.exception(
+                "%s %s: handler %s failed after %.1f ms",
+                event.type, event.id, handler.name, (time.perf_counter() - started) * 1000,
+            )  # fmt: skip
+            continue
+        ran.append(handler.name)
+        done.add(handler.name)
+        if job is not None:
+            job.meta[DONE_META_KEY] = sorted(done)
+            job.save_meta()
+    if failures:
+        raise HandlerFailed(event, failures)
+    return ran

@@ -1,0 +1,112 @@
+"""The handler registry behind `@on(...)`.
+
+A handler is a plain function taking one `Event`. It is registered for an exact type
+(`order.created`), a family (`order.*`) or everything (`*`); one type may have several
+handlers, which run in the order they were registered. Handlers are found by importing
+every module of the project's `handlers` package plus each module named in
+`TW_HANDLER_MODULES`, so adding a file to `handlers/` is all it takes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from .events import Event
+
+HandlerFunc = Callable[[Event], Any]
+HANDLERS_PACKAGE = f"{__package__}.handlers"
+
+
+@dataclass(frozen=True)
+class Handler:
+    pattern: str
+    func: HandlerFunc
+
+    @property
+    def name(self) -> str:
+        """A stable name, used to remember which handlers already ran for an event."""
+        return f"{self.func.__module__}.{self.func.__qualname__}"
+
+    def matches(self, event_type: str) -> bool:
+        if self.pattern == "*":
+            return True
+        if self.pattern.endswith(".*"):
+            return event_type.startswith(self.pattern[:-1])
+        return event_type == self.pattern
+
+
+def _check_pattern(pattern: str) -> None:
+    body = pattern[:-2] if pattern.endswith(".*") else pattern
+    if pattern != "*" and (not body or "*" in body):
+        raise ValueError(
+            f"bad handler pattern {pattern!r}: use an exact type ('order.created'), "
+            "a family ('order.*') or '*'"
+        )
+
+
+def _import_fresh(name: str) -> ModuleType:
+    """Import `name`, re-running it if imported before, so its `@on` calls register again
+    after `Registry.clear()`."""
+    if name in sys.modules:
+        return importlib.reload(sys.modules[name])
+    return importlib.import_module(name)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._handlers: list[Handler] = []
+        self._loaded: set[str] = set()
+
+    def on(self, *patterns: str) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Register the decorated function for each of `patterns`."""
+        if not patterns:
+            raise ValueError("@on needs at least one event type, e.g. @on('order.created')")
+        for pattern in patterns:
+            _check_pattern(pattern)
+
+        def decorator(func: HandlerFunc) -> HandlerFunc:
+            for pattern in patterns:
+                handler = Handler(pattern, func)
+                if handler not in self._handlers:
+                    self._handlers.append(handler)
+            return func
+
+        return decorator
+
+    def handlers_for(self, event_type: str) -> list[Handler]:
+        """Handlers for `event_type` in registration order, each function once."""
+        found: dict[str, Handler] = {}
+        for handler in self._handlers:
+            if handler.matches(event_type):
+                found.setdefault(handler.name, handler)
+        return list(found.values())
+
+    @property
+    def loaded(self) -> bool:
+        """True once `load()` has imported the handlers package."""
+        return HANDLERS_PACKAGE in self._loaded
+
+    def load(self, modules: Iterable[str] = ()) -> None:
+        """Import the `handlers` package, its modules, and `modules`; once each."""
+        for name in (HANDLERS_PACKAGE, *modules):
+            if name in self._loaded:
+                continue
+            module = _import_fresh(name)
+            for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
+                _import_fresh(f"{name}.{info.name}")
+            self._loaded.add(name)
+
+    def clear(self) -> None:
+        """Forget every handler (for tests)."""
+        self._handlers.clear()
+        self._loaded.clear()
+
+
+registry = Registry()
+on = registry.on

@@ -1,0 +1,155 @@
+"""The HTTP contract through Flask's test client, on a real private Redis."""
+
+import json
+
+import pytest
+import redis
+
+from {{ cookiecutter.package_name }}.app import create_app
+from {{ cookiecutter.package_name }}.config import ConfigError, Settings
+from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.testing import TEST_SECRET, signed_headers
+
+PATH = Settings().webhook_path
+
+
+def post(client, body: bytes, headers=None):
+    return client.post(PATH, data=body, headers=headers or signed_headers(body))
+
+
+def queued(redis_conn) -> int:
+    return sum(redis_conn.llen(f"rq:queue:{name}") for name in ("orders", "prices", "other"))
+
+
+def assert_error(response, status, code):
+    assert response.status_code == status, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert error["requestId"] == response.headers["X-Request-Id"]
+    assert error["requestId"].startswith("req_")
+
+
+def test_first_receipt_is_202_accepted(client, make_event, redis_conn):
+    event = make_event("order.created")
+    response = post(client, json.dumps(event).encode())
+    assert response.status_code == 202
+    assert response.get_json() == {
+        "status": "accepted",
+        "id": event["id"],
+        "requestId": response.headers["X-Request-Id"],
+    }
+    assert queued(redis_conn) == 1
+
+
+def test_repeat_is_200_duplicate_and_not_queued_again(client, make_event, redis_conn):
+    body = json.dumps(make_event("price.updated")).encode()
+    assert post(client, body).status_code == 202
+    again = post(client, body)
+    assert again.status_code == 200
+    assert again.get_json()["status"] == "duplicate"
+    assert queued(redis_conn) == 1
+
+
+def test_unknown_event_type_is_acknowledged(client, make_event, redis_conn):
+    response = post(client, json.dumps(make_event("inventory.rebalanced")).encode())
+    assert response.status_code == 202
+    assert redis_conn.llen("rq:queue:other") == 1
+
+
+@pytest.mark.parametrize(
+    "headers, code",
+    [
+        ({}, "signature_missing"),
+        ({"TW-Signature": ""}, "signature_missing"),
+        ({"TW-Signature": "t=1,v1=zz"}, "signature_malformed"),
+        ({"TW-Signature": "t=1," + "v1=" + "a" * 64}, "timestamp_out_of_tolerance"),
+    ],
+)
+def test_bad_signatures_are_401_and_never_queued(client, make_event, redis_conn, headers, code):
+    body = json.dumps(make_event()).encode()
+    assert_error(
+        post(client, body, headers={"Content-Type": "application/json", **headers}), 401, code
+    )
+    assert queued(redis_conn) == 0
+
+
+def test_wrong_secret_is_401_signature_mismatch(client, make_event, redis_conn):
+    body = json.dumps(make_event()).encode()
+    assert_error(
+        post(client, body, signed_headers(body, secret="whsec_other")), 401, "signature_mismatch"
+    )
+    assert queued(redis_conn) == 0
+
+
+def test_non_ascii_header_is_a_4xx(client, make_event):
+    body = json.dumps(make_event()).encode()
+    response = post(client, body, {"TW-Signature": "t=1,v1=é"})
+    assert_error(response, 401, "signature_malformed")
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [
+        (b"not json", "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b"[1, 2]", "invalid_event"),
+        (b'{"type": "order.created", "created": 1, "data": {}}', "invalid_event"),
+        (b'{"id": "evt 1", "type": "order.created", "created": 1, "data": {}}', "invalid_event"),
+        (b'{"id": "evt_1", "type": "", "created": 1, "data": {}}', "invalid_event"),
+        (b'{"id": "evt_1", "type": "order.created", "created": "1", "data": {}}', "invalid_event"),
+        (b'{"id": "evt_1", "type": "order.created", "created": true, "data": {}}', "invalid_event"),
+        (b'{"id": "evt_1", "type": "order.created", "created": 1, "data": []}', "invalid_event"),
+        (b"[" * 100_000, "invalid_json"),
+    ],
+    ids=lambda v: repr(v)[:30] if isinstance(v, bytes) else v,
+)
+def test_signed_but_invalid_bodies_are_400(client, redis_conn, body, code):
+    assert_error(post(client, body), 400, code)
+    assert queued(redis_conn) == 0
+
+
+def test_body_over_the_limit_is_413(client, redis_conn):
+    body = b'{"pad": "' + b"x" * (Settings().max_body_bytes + 1) + b'"}'
+    assert_error(post(client, body), 413, "payload_too_large")
+    assert queued(redis_conn) == 0
+
+
+def test_unknown_path_and_wrong_method_use_the_error_shape(client):
+    assert_error(client.get("/nope"), 404, "not_found")
+    response = client.get(PATH)
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+
+
+def unreachable_redis():
+    return redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+
+
+def test_redis_down_is_503_with_retry_after_and_nothing_recorded(settings, make_event, redis_conn):
+    client = create_app(settings, connection=unreachable_redis()).test_client()
+    body = json.dumps(make_event()).encode()
+    response = post(client, body)
+    assert_error(response, 503, "storage_unavailable")
+    assert int(response.headers["Retry-After"]) > 0
+    assert_error(client.get("/readyz"), 503, "storage_unavailable")
+    # Once Redis is back the same event is accepted: nothing was marked seen.
+    healthy = create_app(settings, connection=redis_conn).test_client()
+    assert post(healthy, body).status_code == 202
+
+
+def test_refuses_to_start_without_a_secret(redis_url):
+    with pytest.raises(ConfigError, match="TW_WEBHOOK_SECRETS"):
+        create_app(Settings(secrets=(), redis_url=redis_url))
+
+
+def test_webhook_path_is_configurable(redis_conn, redis_url, make_event):
+    settings = Settings(secrets=(TEST_SECRET,), redis_url=redis_url, webhook_path="/in")
+    client = create_app(settings, connection=redis_conn).test_client()
+    body = json.dumps(make_event()).encode()
+    assert client.post("/in", data=body, headers=signed_headers(body)).status_code == 202

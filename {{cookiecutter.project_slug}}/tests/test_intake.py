@@ -1,0 +1,125 @@
+"""Dedupe + enqueue on a real private Redis: exactly once, routed, never half-done."""
+
+import multiprocessing
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.events import queue_for
+from {{ cookiecutter.package_name }}.intake import Intake, seen_key
+from {{ cookiecutter.package_name }}.testing import make_event
+
+
+def queue_lengths(redis_conn):
+    return {name: redis_conn.llen(f"rq:queue:{name}") for name in ("orders", "prices", "other")}
+
+
+@pytest.mark.parametrize(
+    "event_type, queue",
+    [
+        ("order.created", "orders"),
+        ("order.refunded", "orders"),
+        ("price.updated", "prices"),
+        ("inventory.updated", "other"),
+        ("ping", "other"),
+    ],
+)
+def test_routing_by_family(settings, redis_conn, event_type, queue):
+    assert queue_for(event_type) == queue
+    assert Intake(redis_conn, settings).submit(make_event(event_type))
+    assert queue_lengths(redis_conn)[queue] == 1
+    assert sum(queue_lengths(redis_conn).values()) == 1
+
+
+def test_job_is_an_ordinary_rq_job_carrying_json(settings, redis_conn):
+    event = make_event("order.created", {"id": "ord_1"})
+    Intake(redis_conn, settings).submit(event)
+    job = Job.fetch(event["id"], connection=redis_conn, serializer=JSONSerializer)
+    assert job.get_status() == "queued"
+    assert job.origin == "orders"
+    assert job.args == (event,) or list(job.args) == [event]
+    assert job.func_name.endswith(".jobs.handle_event")
+    assert job.retries_left == settings.retry_max
+    # No pickle anywhere: the payload decodes as JSON.
+    assert event["id"] in redis_conn.lrange("rq:queue:orders", 0, -1)[0].decode()
+
+
+def test_repeat_within_window_is_not_queued(settings, redis_conn):
+    intake = Intake(redis_conn, settings)
+    event = make_event()
+    assert intake.submit(event) is True
+    assert intake.submit(event) is False
+    assert intake.submit(dict(event, type="price.updated")) is False
+    assert sum(queue_lengths(redis_conn).values()) == 1
+
+
+def test_seen_marker_expires_with_the_dedupe_window(redis_url, redis_conn):
+    settings = Settings(secrets=("s",), redis_url=redis_url, dedupe_window_seconds=120)
+    event = make_event()
+    Intake(redis_conn, settings).submit(event)
+    assert 115 <= redis_conn.ttl(seen_key(event["id"])) <= 120
+
+
+def test_concurrent_copies_from_threads_are_queued_once(settings, redis_url):
+    events = [make_event() for _ in range(50)]
+    pool = redis.ConnectionPool.from_url(redis_url, max_connections=64)
+    intake = Intake(redis.Redis(connection_pool=pool), settings)
+    barrier = threading.Barrier(8)
+
+    def send_all(_):
+        barrier.wait()
+        return [intake.submit(event) for event in events]
+
+    with ThreadPoolExecutor(8) as executor:
+        outcomes = list(executor.map(send_all, range(8)))
+    accepted_per_event = [sum(col) for col in zip(*outcomes, strict=True)]
+    assert accepted_per_event == [1] * 50
+    assert sum(queue_lengths(redis.Redis(connection_pool=pool)).values()) == 50
+
+
+def _submit_in_process(args):
+    redis_url, events, start = args
+    settings = Settings(secrets=("s",), redis_url=redis_url)
+    intake = Intake(redis.Redis.from_url(redis_url), settings)
+    start.wait()
+    return [intake.submit(event) for event in events]
+
+
+def test_concurrent_copies_from_processes_are_queued_once(redis_url, redis_conn):
+    events = [make_event() for _ in range(50)]
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager:
+        start = manager.Event()
+        with context.Pool(4) as pool:
+            pending = pool.map_async(_submit_in_process, [(redis_url, events, start)] * 4)
+            start.set()
+            outcomes = pending.get(timeout=60)
+    assert [sum(col) for col in zip(*outcomes, strict=True)] == [1] * 50
+    assert sum(queue_lengths(redis_conn).values()) == 50
+
+
+def test_failure_part_way_marks_nothing_seen(settings, redis_conn):
+    """Redis runs no rollback; the script writes the marker last, so a failed enqueue
+    leaves the event free to be delivered again rather than lost."""
+    redis_conn.set("rq:queue:orders", "not a list")  # makes RPUSH fail inside the script
+    intake = Intake(redis_conn, settings)
+    event = make_event("order.created")
+    with pytest.raises(redis.ResponseError):
+        intake.submit(event)
+    assert not redis_conn.exists(seen_key(event["id"]))
+    redis_conn.delete("rq:queue:orders")
+    assert intake.submit(event) is True
+    assert queue_lengths(redis_conn)["orders"] == 1
+
+
+def test_redis_unreachable_raises_and_records_nothing(settings):
+    from {{ cookiecutter.package_name }}.embedded_redis import free_port
+
+    down = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
+    with pytest.raises(redis.ConnectionError):
+        Intake(down, settings).submit(make_event())
