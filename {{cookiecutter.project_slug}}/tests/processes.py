@@ -1,0 +1,126 @@
+"""Start the real thing for end-to-end tests: gunicorn and `worker` subprocesses.
+
+Each runs from the project root with `PYTHONPATH` covering `src/` and `tests/`, talks to
+the test's private Redis through `REDIS_URL`, and is stopped (its whole process group) when
+the `with` block ends, whatever happens inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.testing import TEST_SECRET
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = "{{ cookiecutter.package_name }}"
+
+
+def project_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment a deployed process would get, pointed at the test's Redis."""
+    paths = [str(PROJECT_ROOT / "src"), str(PROJECT_ROOT / "tests")]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TW_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        REDIS_URL=redis_url,
+        TW_WEBHOOK_SECRETS=TEST_SECRET,
+        TW_RETRY_BASE_SECONDS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield process
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_until_up(url: str, process: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited early:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} not up after {timeout} s:\n{log.read_text()}")
+
+
+@contextlib.contextmanager
+def gunicorn(env: dict[str, str], log: Path, workers: int = 2) -> Iterator[str]:
+    """The receiver under gunicorn with the project's own gunicorn.conf.py; yields its URL."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+        f"{PACKAGE}.app:create_app()",
+    ]  # fmt: skip
+    with running(command, env, log) as process:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_up(base + "/readyz", process, log)
+        yield base
+
+
+@contextlib.contextmanager
+def worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+    with running([sys.executable, "-m", PACKAGE, "worker"], env, log) as process:
+        yield process
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -m <package> ARGS` as a user would; capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", PACKAGE, *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.1):
+    """Poll `predicate` until it returns something truthy; return that, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            assert value, f"condition not met within {timeout} s"
+            return value
+        time.sleep(interval)

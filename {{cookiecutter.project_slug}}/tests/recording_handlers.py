@@ -1,0 +1,41 @@
+"""Handlers for end-to-end tests: each run is counted in Redis, where the test reads it.
+
+Loaded into real worker processes with `TW_HANDLER_MODULES=recording_handlers`.
+"""
+
+import functools
+import os
+
+import redis
+
+from {{ cookiecutter.package_name }}.handlers import Event, on
+
+RUNS_KEY = "test:runs"  # hash: "<handler>:<event id>" -> number of runs
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+def count(handler: str, event: Event) -> None:
+    _redis().hincrby(RUNS_KEY, f"{handler}:{event.id}", 1)
+
+
+@on("order.*")
+def record_order(event: Event) -> None:
+    count("order", event)
+
+
+@on("price.updated")
+def record_price(event: Event) -> None:
+    count("price", event)
+
+
+@on("*")
+def record_everything(event: Event) -> None:
+    count("all", event)
+
+
+def runs(connection: redis.Redis) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in connection.hgetall(RUNS_KEY).items()}
