@@ -28,5 +28,9 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190
+# gunicorn's control socket (for `gunicornc`) defaults to one path per user, which two
+# instances on one host would fight over; opt in with GUNICORN_CONTROL_SOCKET=<path>.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
+control_socket_disable = not control_socket
 # Trust X-Forwarded-* only from these proxies (comma-separated addresses).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")

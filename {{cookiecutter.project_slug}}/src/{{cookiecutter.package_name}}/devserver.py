@@ -25,6 +25,7 @@ def commands(host: str, port: int, reload: bool) -> dict[str, list[str]]:
         "--bind", f"{host}:{port}",
         "--workers", "1",
         "--access-logfile", "-",
+        "--no-control-socket",
         *(["--reload"] if reload else []),
         f"{__package__}.app:create_app()",
     ]  # fmt: skip
