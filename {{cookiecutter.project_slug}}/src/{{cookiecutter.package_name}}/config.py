@@ -31,12 +31,14 @@ class Settings:
     dedupe_window_seconds: int = 3 * 24 * 3600
     handler_modules: tuple[str, ...] = ()
     job_timeout_seconds: int = 60
+    worker_lost_after_seconds: int = 20
     retry_max: int = 5
     retry_base_seconds: int = 10
     retry_max_seconds: int = 3600
     capture_max_events: int = 0
     log_format: str = "text"
     log_level: str = "INFO"
+    worker_metrics_port: int = 0
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -107,12 +109,14 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         handler_modules=_split(env.get("TW_HANDLER_MODULES", "")),
         job_timeout_seconds=_int(env, "TW_JOB_TIMEOUT_SECONDS", 60, minimum=1),
+        worker_lost_after_seconds=_int(env, "TW_WORKER_LOST_AFTER_SECONDS", 20, minimum=2),
         retry_max=_int(env, "TW_RETRY_MAX", 5),
         retry_base_seconds=_int(env, "TW_RETRY_BASE_SECONDS", 10),
         retry_max_seconds=_int(env, "TW_RETRY_MAX_SECONDS", 3600),
         capture_max_events=_int(env, "TW_CAPTURE_MAX_EVENTS", 0),
         log_format=log_format,
         log_level=env.get("TW_LOG_LEVEL", "INFO").strip().upper() or "INFO",
+        worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0),
     )
 
 

@@ -13,8 +13,10 @@ import logging
 import time
 from typing import Any
 
+import redis
 from rq import get_current_job
 
+from . import metrics
 from .config import settings_from_env
 from .events import Event
 from .registry import registry
@@ -22,6 +24,9 @@ from .registry import registry
 log = logging.getLogger(__name__)
 
 DONE_META_KEY = "handlers_done"
+# How long to keep trying to write down a handler that succeeded while Redis is away;
+# giving up would make the retry run that handler a second time.
+REMEMBER_PATIENCE_SECONDS = 30
 
 
 class HandlerFailed(Exception):
@@ -37,6 +42,32 @@ def ensure_handlers_loaded() -> None:
     """Import the handler modules if this process has not yet (e.g. under plain `rq worker`)."""
     if not registry.loaded:
         registry.load(settings_from_env().handler_modules)
+
+
+def _record_run(event: Event, name: str, started: float, exc: Exception | None = None) -> None:
+    """Time one handler run in the metrics and write its one log line (with the traceback
+    when it failed)."""
+    elapsed = time.perf_counter() - started
+    metrics.HANDLER_DURATION.labels(name).observe(elapsed)
+    if exc is not None:
+        metrics.HANDLER_FAILURES.labels(name).inc()
+    level = logging.ERROR if exc is not None else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    outcome = "failed" if exc is not None else "ok"
+    log.log(
+        level,
+        "%s %s: handler %s %s in %.1f ms",
+        event.type, event.id, name, outcome, elapsed * 1000,
+        exc_info=exc,
+        extra={
+            "eventId": event.id,
+            "eventType": event.type,
+            "handler": name,
+            "outcome": outcome,
+            "durationMs": round(elapsed * 1000, 2),
+        },
+    )  # fmt: skip
 
 
 def handle_event(envelope: dict[str, Any]) -> list[str]:
@@ -59,16 +90,28 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
             handler.func(event)
         except Exception as exc:
             failures[handler.name] = exc
-            log.exception(
-                "%s %s: handler %s failed after %.1f ms",
-                event.type, event.id, handler.name, (time.perf_counter() - started) * 1000,
-            )  # fmt: skip
+            _record_run(event, handler.name, started, exc)
             continue
+        _record_run(event, handler.name, started)
         ran.append(handler.name)
         done.add(handler.name)
         if job is not None:
             job.meta[DONE_META_KEY] = sorted(done)
-            job.save_meta()
+            _save_meta(job)
     if failures:
         raise HandlerFailed(event, failures)
     return ran
+
+
+def _save_meta(job) -> None:
+    """Save the job's meta, waiting out a short Redis outage rather than losing the record."""
+    deadline = time.monotonic() + REMEMBER_PATIENCE_SECONDS
+    while True:
+        try:
+            job.save_meta()
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("job %s: cannot record a finished handler yet (%s); retrying", job.id, exc)
+            time.sleep(1)

@@ -5,16 +5,30 @@ child per job. RQ's default `Worker` forks for isolation, and pays for it with r
 milliseconds per job; the handlers here are the project's own short functions, so the
 isolation buys little and the fork costs most of the throughput (see the benchmarks in the
 README). Run several worker processes to use several cores.
+
+A worker can die in the middle of a job (kill -9, out of memory, a lost machine). RQ finds
+such a job only when its entry in the started registry expires, and a `SimpleWorker` does
+not renew that entry while a job runs, so RQ has to give every job its whole timeout plus
+a minute before it may call it abandoned. `Worker` below renews the entry every few
+seconds from a small thread while the job runs, so the entry can be short
+(`TW_WORKER_LOST_AFTER_SECONDS`, 20 s) without a long handler ever looking dead; and its
+maintenance puts an abandoned job straight back at the front of its queue, keeping the
+handlers it had finished (`jobs.py`), instead of spending one of the job's handler
+retries and waiting out the retry backoff.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 
 import redis
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import current_timestamp
+from rq.worker import WorkerStatus
 
 from .config import Settings
 from .connection import connect
@@ -24,15 +38,113 @@ from .registry import registry
 
 log = logging.getLogger(__name__)
 
-# How often a worker looks for jobs abandoned by a crashed worker and requeues them.
-MAINTENANCE_INTERVAL_SECONDS = 15
+ABANDONED_META_KEY = "abandoned"
+# A job abandoned this often is likely what kills its workers (a "poison" event). It is
+# then left to RQ, which spends one handler retry per further crash and finally moves it
+# to the failed registry, where it waits for `failed retry` instead of killing workers.
+MAX_REQUEUES = 3
+
+
+class Worker(SimpleWorker):
+    """A `SimpleWorker` whose running job stays visibly alive and whose dead jobs return fast.
+
+    `lost_after` seconds without a heartbeat mark a job as abandoned. The heartbeat goes out
+    every quarter of that; maintenance (looking for abandoned jobs) runs every half, and an
+    idle worker wakes from its blocking pop every quarter to run it. A job whose worker
+    died is therefore back in its queue at most about 1.75 x `lost_after` after the crash
+    (35 s by default), when another worker is running.
+    """
+
+    def __init__(self, *args, lost_after: int = 20, **kwargs):
+        self.lost_after = max(2, lost_after)
+        kwargs.setdefault("maintenance_interval", max(1, self.lost_after // 2))
+        # RQ blocks on the queues for worker_ttl - 15 s at a time; maintenance waits for it.
+        kwargs.setdefault("worker_ttl", 15 + max(1, self.lost_after // 4))
+        super().__init__(*args, **kwargs)
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.lost_after
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        execution = self.prepare_execution(job)
+        finished = threading.Event()
+        beat = threading.Thread(
+            target=self._keep_alive, args=(job, execution, finished), daemon=True
+        )
+        beat.start()
+        try:
+            self.perform_job(job, queue, execution)
+        finally:
+            finished.set()
+            beat.join()
+        self.set_state(WorkerStatus.IDLE)
+
+    def _keep_alive(self, job: Job, execution, finished: threading.Event) -> None:
+        while not finished.wait(self.lost_after / 4):
+            try:
+                self.maintain_heartbeats(job, execution)
+            except redis.RedisError as exc:
+                log.warning("job %s: heartbeat failed: %s", job.id, exc)
+
+    def clean_registries(self) -> None:
+        for queue in self.queues:
+            try:
+                requeue_abandoned(queue)
+            except redis.RedisError as exc:
+                log.warning("queue %s: could not look for abandoned jobs: %s", queue.name, exc)
+        super().clean_registries()
+
+
+def requeue_abandoned(queue: Queue, max_requeues: int = MAX_REQUEUES) -> list[str]:
+    """Put the jobs of `queue` whose worker went silent back at its front; return their ids.
+
+    Safe with many workers at once: a job is claimed by removing its expired entry from the
+    started registry in the same transaction that queues it, so exactly one worker requeues
+    it, and a worker that dies half-way leaves it where the next one finds it.
+    """
+    registry = queue.started_job_registry
+    requeued = []
+    for entry in queue.connection.zrangebyscore(registry.key, 0, current_timestamp()):
+        job = queue.fetch_job(registry.parse_job_id(entry))
+        if job is None or job.get_status(refresh=False) != JobStatus.STARTED:
+            continue  # a leftover entry, which RQ's own cleanup removes
+        times = int(job.meta.get(ABANDONED_META_KEY, 0))
+        if times >= max_requeues:
+            continue  # RQ's cleanup: a handler retry, or the failed registry
+        job.meta[ABANDONED_META_KEY] = times + 1
+        job.started_at = job.ended_at = None
+        if _claim_and_requeue(queue, registry.key, entry, job):
+            log.warning(
+                "job %s was abandoned by its worker; requeued (%d of %d)",
+                job.id, times + 1, max_requeues,
+            )  # fmt: skip
+            requeued.append(job.id)
+    return requeued
+
+
+def _claim_and_requeue(queue: Queue, registry_key: str, entry: bytes, job: Job) -> bool:
+    for _ in range(3):
+        with queue.connection.pipeline() as pipe:
+            try:
+                pipe.watch(registry_key)
+                score = pipe.zscore(registry_key, entry)
+                if score is None or score > current_timestamp():
+                    return False  # another worker took it, or its worker came back
+                pipe.multi()
+                pipe.zrem(registry_key, entry)
+                queue._enqueue_job(job, pipeline=pipe, at_front=True)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                continue  # a heartbeat touched the registry meanwhile; look again
+    return False
 
 
 def build_worker(
     settings: Settings,
     queue_names: list[str] | None = None,
     connection: redis.Redis | None = None,
-) -> SimpleWorker:
+) -> Worker:
     """A worker for `queue_names` (default: all, orders first), handlers loaded."""
     registry.load(settings.handler_modules)
     if connection is None:
@@ -42,11 +154,11 @@ def build_worker(
     unknown = sorted(set(names) - set(queues))
     if unknown:
         raise ValueError(f"unknown queue(s) {', '.join(unknown)}; choose from {', '.join(QUEUES)}")
-    return SimpleWorker(
+    return Worker(
         [queues[name] for name in names],
         connection=connection,
         serializer=JSONSerializer,
-        maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
+        lost_after=settings.worker_lost_after_seconds,
     )
 
 
@@ -54,6 +166,10 @@ def run(settings: Settings, queue_names: list[str] | None = None, burst: bool = 
     worker = build_worker(settings, queue_names)
     names = ", ".join(queue.name for queue in worker.queues)
     log.info("worker %s listening on %s (pid %d)", worker.name, names, os.getpid())
+    if settings.worker_metrics_port:
+        from .metrics import serve_worker_metrics
+
+        serve_worker_metrics(settings.worker_metrics_port)
     # RQ narrates every job at INFO; the handlers' own lines say what matters.
     rq_level = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
     worker.work(burst=burst, with_scheduler=True, logging_level=rq_level)
