@@ -5,6 +5,8 @@ gunicorn -c gunicorn.conf.py '{{ cookiecutter.package_name }}.app:create_app()'
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 # The view spends most of its time waiting on one Redis round trip, so a few threads per
@@ -34,3 +36,28 @@ control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET", "")
 control_socket_disable = not control_socket
 # Trust X-Forwarded-* only from these proxies (comma-separated addresses).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+# Metrics (see metrics.py): every worker process writes its counts to files in this
+# directory, and GET /metrics sums them. It must be set before the app is imported, which
+# is why it is done here. A directory you set is emptied at start, so counts begin at zero;
+# without one, a private temporary directory is made and removed on exit.
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir:
+    os.makedirs(_metrics_dir, exist_ok=True)
+    for _name in os.listdir(_metrics_dir):
+        if _name.endswith(".db"):
+            os.remove(os.path.join(_metrics_dir, _name))
+else:
+    _metrics_dir = tempfile.mkdtemp(prefix="tw-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.path.basename(_metrics_dir).startswith("tw-metrics-"):
+        shutil.rmtree(_metrics_dir, ignore_errors=True)

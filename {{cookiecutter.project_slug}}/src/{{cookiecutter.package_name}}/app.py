@@ -19,7 +19,7 @@ import redis
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from . import events, signature
+from . import events, logs, metrics, signature
 from .config import Settings, settings_from_env
 from .connection import connect
 from .intake import Intake
@@ -54,10 +54,61 @@ def error_response(status: int, code: str, message: str) -> Response:
     return _json(body, status)
 
 
+def log_request(status: int, is_delivery: bool) -> None:
+    """Count a delivery to the webhook route, and write the request's one log line.
+
+    Deliveries are logged at INFO, other requests (health checks, scrapes) at DEBUG unless
+    they failed. Only the request id, the event's id and type, the outcome and the latency
+    are logged: never a header, a body or a secret.
+    """
+    outcome = g.get("outcome", "ok")
+    event = g.get("event")
+    if is_delivery:
+        metrics.RECEIVED.inc()
+        if outcome == "accepted":
+            metrics.ENQUEUED.labels(events.queue_for(event["type"])).inc()
+        elif outcome == "duplicate":
+            metrics.DUPLICATES.inc()
+        elif status < 500:
+            metrics.REJECTED.labels(outcome).inc()
+        else:
+            metrics.ERRORS.labels(outcome).inc()
+    level = logging.INFO if is_delivery or status >= 400 else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
+    latency_ms = round((time.perf_counter() - g.started) * 1000, 2)
+    path = request.path if request.path.isprintable() else repr(request.path)
+    event_id = event["id"] if event else None
+    event_type = event["type"] if event else None
+    log.log(
+        level,
+        "%s %s %d %s%s in %.2f ms (%s)",
+        request.method,
+        path,
+        status,
+        outcome,
+        f" {event_type} {event_id}" if event else "",
+        latency_ms,
+        g.request_id,
+        extra={
+            "requestId": g.request_id,
+            "method": request.method,
+            "path": path,
+            "status": status,
+            "outcome": outcome,
+            "eventId": event_id,
+            "eventType": event_type,
+            "latencyMs": latency_ms,
+        },
+    )
+
+
 def create_app(settings: Settings | None = None, connection: redis.Redis | None = None) -> Flask:
     """Build the receiver. Raises `ConfigError` when no signing secret is configured."""
     if settings is None:
         settings = settings_from_env()
+        # Under gunicorn nobody else sets up logging; a host app that did is left alone.
+        logs.configure_if_unset(settings.log_format, settings.log_level)
     secrets = settings.require_secrets()
     if connection is None:
         connection = connect(settings)
@@ -76,6 +127,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     @app.after_request
     def add_request_id(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = g.request_id
+        log_request(response.status_code, request.endpoint == "receive_webhook")
         return response
 
     def receive_webhook() -> Response:
@@ -88,6 +140,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
                 tolerance=settings.tolerance_seconds,
             )
             envelope = events.parse(body)
+            g.event = envelope
         except signature.SignatureError as exc:
             raise ApiError(401, exc.code, exc.message) from None
         except events.InvalidEvent as exc:
@@ -100,6 +153,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
                 503, "storage_unavailable", "Could not store the event; retry later."
             ) from exc
         status = "accepted" if added else "duplicate"
+        g.outcome = status
         return _json(
             {"status": status, "id": envelope["id"], "requestId": g.request_id},
             202 if added else 200,
@@ -111,6 +165,11 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     def healthz() -> Response:
         return _json({"status": "ok"}, 200)
 
+    @app.get("/metrics")
+    def metrics_endpoint() -> Response:
+        output, content_type = metrics.render(intake.queues)
+        return Response(output, 200, content_type=content_type)
+
     @app.get("/readyz")
     def readyz() -> Response:
         try:
@@ -121,6 +180,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
+        g.outcome = exc.code
         response = error_response(exc.status, exc.code, exc.message)
         if exc.status == 503:
             response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
@@ -130,6 +190,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     def http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         code = HTTP_ERROR_CODES.get(status, "http_error")
+        g.outcome = code
         response = error_response(status, code, exc.description or exc.name)
         if status == 405:
             response.headers["Allow"] = ", ".join(exc.valid_methods or ())
@@ -138,6 +199,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     @app.errorhandler(Exception)
     def unexpected_error(exc: Exception) -> Response:
         log.exception("unexpected error in request %s", g.get("request_id"))
+        g.outcome = "internal_error"
         return error_response(500, "internal_error", "Internal error; retry later.")
 
     return app

@@ -43,3 +43,9 @@ def configure(log_format: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def configure_if_unset(log_format: str = "text", level: str = "INFO") -> None:
+    """`configure`, unless the process already sends the root logger somewhere."""
+    if not logging.getLogger().handlers:
+        configure(log_format, level)
