@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from processes import PROJECT_ROOT, project_env, running, stop, wait_for, wait_until_up
 from recording_handlers import runs
+
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
 

@@ -3,9 +3,9 @@
 import json
 
 import pytest
-
 from processes import cli, gunicorn, project_env, wait_for, worker
 from recording_handlers import runs
+
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 
 pytestmark = pytest.mark.e2e

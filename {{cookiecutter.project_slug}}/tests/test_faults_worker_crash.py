@@ -13,11 +13,11 @@ import threading
 import time
 
 import pytest
+from processes import project_env, wait_for, worker
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
-
-from processes import project_env, wait_for, worker
 from slow_handlers import FINISHED_AT_KEY, FINISHES_KEY, FIRST_KEY, PID_KEY, STARTS_KEY, counts
+
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.intake import Intake, open_queues
 from {{ cookiecutter.package_name }}.jobs import DONE_META_KEY

@@ -10,11 +10,11 @@ import urllib.request
 
 import pytest
 import redis
+from processes import cli, gunicorn, project_env
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from processes import cli, gunicorn, project_env
 from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.config import Settings

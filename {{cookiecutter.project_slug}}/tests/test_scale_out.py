@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from processes import PROJECT_ROOT, gunicorn, project_env, running, wait_for, worker
 from prometheus_client.parser import text_string_to_metric_families
+from recording_handlers import runs
 from redis.sentinel import SentinelManagedSSLConnection
 
-from processes import PROJECT_ROOT, gunicorn, project_env, running, wait_for, worker
-from recording_handlers import runs
 from {{ cookiecutter.package_name }}.config import Settings, settings_from_env
 from {{ cookiecutter.package_name }}.connection import connect
 from {{ cookiecutter.package_name }}.embedded_redis import find_redis_server, free_port
