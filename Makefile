@@ -7,13 +7,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BUILD_DIR ?= build
 
-.PHONY: help install test test-fast demo bake clean
+.PHONY: help install test test-fast demo bake bench clean
 
 help:
 	@echo "make test       run the template tests (bakes option sets, runs the generated tests)"
 	@echo "make test-fast  the same without the slow tests"
 	@echo "make demo       bake a project and show a signed event going through it"
 	@echo "make bake       bake the defaults into $(BUILD_DIR)/"
+	@echo "make bench      bake the defaults and print the performance table (a few minutes)"
 	@echo "make clean      remove $(BUILD_DIR)/ and caches (keeps $(VENV))"
 
 $(VENV)/.installed: requirements.txt
@@ -36,6 +37,11 @@ demo: $(VENV)/.installed
 bake: $(VENV)/.installed
 	rm -rf $(BUILD_DIR)/tw-webhook-receiver
 	$(BIN)/cookiecutter --no-input --output-dir $(BUILD_DIR) .
+
+# Not part of `make test`: it takes minutes and its figures depend on the machine.
+# BENCH_ARGS passes options through, e.g. make bench BENCH_ARGS=--quick
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD_DIR) dist .pytest_cache .ruff_cache .hypothesis
