@@ -38,7 +38,13 @@ class Delivery:
 
     @property
     def envelope(self) -> dict:
-        return json.loads(self.body)
+        """The parsed event, or {} when the body is not a JSON object (it is sent as is,
+        and the receiver's answer says what is wrong with it)."""
+        try:
+            parsed = json.loads(self.body)
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
 
 
 @dataclass
@@ -109,6 +115,9 @@ def with_fresh_ids(deliveries: list[Delivery]) -> list[Delivery]:
     fresh = []
     for delivery in deliveries:
         envelope = delivery.envelope
+        if not envelope:
+            fresh.append(delivery)
+            continue
         envelope["id"] = "evt_" + os.urandom(12).hex()
         fresh.append(Delivery(_dumps(envelope), delivery.source))
     return fresh
