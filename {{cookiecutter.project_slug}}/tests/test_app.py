@@ -4,6 +4,8 @@ import json
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.config import ConfigError, Settings
@@ -128,7 +130,12 @@ def test_health_and_readiness(client):
 
 
 def unreachable_redis():
-    return redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
+    return redis.Redis(
+        port=free_port(),
+        socket_connect_timeout=0.2,
+        socket_timeout=0.2,
+        retry=Retry(NoBackoff(), 0),
+    )
 
 
 def test_redis_down_is_503_with_retry_after_and_nothing_recorded(settings, make_event, redis_conn):

@@ -8,12 +8,18 @@ its web workers, while a quick 503 makes the sender retry later, which is what w
 from __future__ import annotations
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from .config import Settings
 
 SOCKET_TIMEOUT_SECONDS = 5
 CONNECT_TIMEOUT_SECONDS = 2
+# One quick reconnect covers a connection Redis closed while idle; more would only delay
+# the 503 that sends the sender away to retry later. A command retried after its reply was
+# lost is harmless here: the intake script finds its own marker and answers "duplicate".
+RETRY = Retry(ExponentialBackoff(cap=0.25, base=0.025), retries=1)
 
 
 def connect(settings: Settings) -> redis.Redis:
@@ -22,6 +28,7 @@ def connect(settings: Settings) -> redis.Redis:
         "socket_timeout": SOCKET_TIMEOUT_SECONDS,
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "health_check_interval": 30,
+        "retry": RETRY,
     }
     if settings.redis_sentinels:
         # REDIS_URL still carries the password, database and TLS choice for the master.
