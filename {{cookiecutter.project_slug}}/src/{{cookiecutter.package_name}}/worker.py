@@ -15,6 +15,10 @@ seconds from a small thread while the job runs, so the entry can be short
 maintenance puts an abandoned job straight back at the front of its queue, keeping the
 handlers it had finished (`jobs.py`), instead of spending one of the job's handler
 retries and waiting out the retry backoff.
+
+RQ's own loop quits on the first Redis error outside its blocking pop. `Worker` rides out
+a Redis outage instead: a job whose ending could not be written stays "started" and comes
+back as abandoned, and the worker waits for Redis, backing off, and goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 
 import redis
 from rq import Queue, SimpleWorker
@@ -39,6 +44,7 @@ from .registry import registry
 log = logging.getLogger(__name__)
 
 ABANDONED_META_KEY = "abandoned"
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 # A job abandoned this often is likely what kills its workers (a "poison" event). It is
 # then left to RQ, which spends one handler retry per further crash and finally moves it
 # to the failed registry, where it waits for `failed retry` instead of killing workers.
@@ -65,8 +71,44 @@ class Worker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.lost_after
 
+    def heartbeat(self, *args, **kwargs) -> None:
+        try:
+            super().heartbeat(*args, **kwargs)
+        except REDIS_DOWN as exc:
+            log.warning("worker heartbeat failed: %s", exc)  # the next pop waits for Redis
+
+    def check_for_suspension(self, burst: bool) -> None:
+        try:
+            super().check_for_suspension(burst)
+        except REDIS_DOWN as exc:
+            log.warning("cannot check for suspension: %s", exc)
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        wait = 1.0
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except REDIS_DOWN as exc:
+                log.warning("Redis is unreachable (%s); trying again in %.0f s", exc, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 30.0)
+
+    def run_maintenance_tasks(self) -> None:
+        try:
+            super().run_maintenance_tasks()
+        except REDIS_DOWN as exc:
+            log.warning("maintenance skipped, Redis is unreachable: %s", exc)
+
     def execute_job(self, job: Job, queue: Queue) -> None:
-        execution = self.prepare_execution(job)
+        # The job has left its queue; until it is recorded as started, this process is the
+        # only place it exists, so wait for Redis rather than drop it.
+        while True:
+            try:
+                execution = self.prepare_execution(job)
+                break
+            except REDIS_DOWN as exc:
+                log.warning("job %s: cannot record its start yet (%s); retrying", job.id, exc)
+                time.sleep(1)
         finished = threading.Event()
         beat = threading.Thread(
             target=self._keep_alive, args=(job, execution, finished), daemon=True
@@ -74,10 +116,17 @@ class Worker(SimpleWorker):
         beat.start()
         try:
             self.perform_job(job, queue, execution)
+            self.set_state(WorkerStatus.IDLE)
+        except REDIS_DOWN as exc:
+            log.error(
+                "job %s: Redis went away before its end was recorded (%s); "
+                "it will be requeued as abandoned",
+                job.id, exc,
+            )  # fmt: skip
+            self.executions.pop(execution.id, None)
         finally:
             finished.set()
             beat.join()
-        self.set_state(WorkerStatus.IDLE)
 
     def _keep_alive(self, job: Job, execution, finished: threading.Event) -> None:
         while not finished.wait(self.lost_after / 4):
