@@ -2,6 +2,7 @@
 
 import multiprocessing
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -11,7 +12,7 @@ from rq.serializers import JSONSerializer
 
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.events import queue_for
-from {{ cookiecutter.package_name }}.intake import Intake, seen_key
+from {{ cookiecutter.package_name }}.intake import SEEN_PREFIX, Intake, bucket_seconds, is_seen
 from {{ cookiecutter.package_name }}.testing import make_event
 
 
@@ -58,11 +59,27 @@ def test_repeat_within_window_is_not_queued(settings, redis_conn):
     assert sum(queue_lengths(redis_conn).values()) == 1
 
 
-def test_seen_marker_expires_with_the_dedupe_window(redis_url, redis_conn):
+def test_seen_ids_expire_with_the_dedupe_window(redis_url, redis_conn):
+    """An id is kept in its time bucket for the window, plus at most one bucket."""
     settings = Settings(secrets=("s",), redis_url=redis_url, dedupe_window_seconds=120)
     event = make_event()
     Intake(redis_conn, settings).submit(event)
-    assert 115 <= redis_conn.ttl(seen_key(event["id"])) <= 120
+    (bucket,) = redis_conn.keys(SEEN_PREFIX + "*")
+    assert redis_conn.smembers(bucket) == {event["id"].encode()}
+    assert 119 <= redis_conn.ttl(bucket) <= 120 + bucket_seconds(120)
+    assert is_seen(redis_conn, event["id"], 120)
+    assert not is_seen(redis_conn, make_event()["id"], 120)
+
+
+def test_ids_are_forgotten_after_the_window(redis_url, redis_conn):
+    settings = Settings(secrets=("s",), redis_url=redis_url, dedupe_window_seconds=1)
+    intake = Intake(redis_conn, settings)
+    event = make_event()
+    assert intake.submit(event) is True
+    assert intake.submit(event) is False
+    time.sleep(2.1)  # the window (1 s) plus its one bucket (1 s)
+    assert not is_seen(redis_conn, event["id"], 1)
+    assert intake.submit(event) is True
 
 
 def test_concurrent_copies_from_threads_are_queued_once(settings, redis_url):
@@ -111,7 +128,7 @@ def test_failure_part_way_marks_nothing_seen(settings, redis_conn):
     event = make_event("order.created")
     with pytest.raises(redis.ResponseError):
         intake.submit(event)
-    assert not redis_conn.exists(seen_key(event["id"]))
+    assert not is_seen(redis_conn, event["id"], settings.dedupe_window_seconds)
     redis_conn.delete("rq:queue:orders")
     assert intake.submit(event) is True
     assert queue_lengths(redis_conn)["orders"] == 1

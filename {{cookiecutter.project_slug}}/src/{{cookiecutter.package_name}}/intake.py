@@ -3,57 +3,163 @@
 The receiver may answer 2xx only once the event is safely in its RQ queue, and must never
 enqueue the same event id twice within the dedupe window, even when two copies reach two
 web workers at the same instant. Both promises come from one Lua script, which Redis runs
-without interleaving any other command: if the event's "seen" marker is absent, it writes
-the RQ job, pushes its id onto the queue, and only then sets the marker. No state exists
-in which an event is marked seen but not queued, and one round trip per event is all it
-costs.
+without interleaving any other command: if the event's id is not among the ids seen, it
+writes the RQ job, pushes its id onto the queue, and only then records the id as seen. No
+state exists in which an event is marked seen but not queued, and one round trip per
+event is all it costs.
 
-The job itself is built by RQ (`Queue.create_job`) and written field for field as
-`Queue.enqueue_job` would write it, so RQ workers, dashboards and registries see an
-ordinary job that carries the envelope as JSON.
+Seen ids are kept in time buckets, one Redis set per `window / SEEN_BUCKETS` seconds of
+Redis' own clock, each expiring as a whole once its newest id has been remembered for the
+whole window. A key with its own TTL per id costs about 130 bytes of Redis memory; a set
+member about 80. An id is therefore remembered for at least the window and at most one
+bucket (an eighth of it) longer.
+
+The job is an ordinary RQ job: its fields are those RQ's `Queue.create_job` and
+`Job.to_dict` produce, taken once per queue when the intake is built, with the per-event
+ones (payload, timestamps, description) filled in per event, so RQ workers, dashboards and
+registries see the same job `Queue.enqueue` would have written, carrying the envelope as
+JSON, without building an RQ `Job` object on every request.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import zlib
 from typing import Any
 
 import redis
 from rq import Queue, Retry
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
-from rq.utils import now
+from rq.utils import now, utcformat
 
+from .capture import STREAM_KEY as CAPTURE_STREAM_KEY
 from .config import Settings
 from .events import QUEUES, queue_for
 
 SEEN_PREFIX = "tw:seen:"
+# The dedupe window is split into this many buckets (sets of ids), each at least 1 s.
+SEEN_BUCKETS = 8
 JOB_FUNCTION = f"{__package__}.jobs.handle_event"
 # How long RQ keeps a finished job (and so the details `events show` prints).
 RESULT_TTL_SECONDS = 24 * 3600
 
-ENQUEUE_IF_NEW = """
--- KEYS: seen marker, job hash, queue list, RQ's set of queue keys
--- ARGV: job id, dedupe window in seconds, then the job hash as field, value, ...
--- Redis does not roll a script back when a command in it fails, so the marker is set
--- last: a failure part-way leaves the event unmarked, and the sender's retry redoes it.
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return 0
+# Shared by the scripts below. ARGV starts: job id, seen prefix, window, bucket seconds.
+# TIME comes from Redis, so every web process on every host agrees on the buckets (Redis
+# before 7 needs effects replication to write after reading the clock).
+_CHECK_SEEN = """
+if redis.replicate_commands then redis.replicate_commands() end
+local now = tonumber(redis.call('TIME')[1])
+local window, bucket = tonumber(ARGV[3]), tonumber(ARGV[4])
+local newest = math.floor(now / bucket)
+for b = math.floor((now - window) / bucket), newest do
+  if redis.call('SISMEMBER', ARGV[2] .. b, ARGV[1]) == 1 then
+    return 0
+  end
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 3))
-redis.call('SADD', KEYS[4], KEYS[3])
-redis.call('RPUSH', KEYS[3], ARGV[1])
-redis.call('SET', KEYS[1], '1', 'EX', ARGV[2])
-return 1
+"""
+# Redis does not roll a script back when a command in it fails, so the id is recorded as
+# seen last: a failure part-way leaves the event unmarked, and the sender's retry redoes it.
+_MARK_SEEN = """
+local seen = ARGV[2] .. newest
+redis.call('SADD', seen, ARGV[1])
+redis.call('EXPIREAT', seen, (newest + 1) * bucket + window)
 """
 
+ENQUEUE_IF_NEW = (
+    """
+-- KEYS: job hash, queue list, RQ's set of queue keys
+-- ARGV: job id, seen prefix, window, bucket seconds, the job fields shared by every
+--       event of the queue (a JSON list), then this event's job fields as field, value...
+"""
+    + _CHECK_SEEN
+    + """
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[5])))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+"""
+    + _MARK_SEEN
+    + "return 1\n"
+)
 
-def seen_key(event_id: str) -> str:
-    return SEEN_PREFIX + event_id
+# The same, with the accepted event archived last (see `capture`); chosen only when
+# capture is on, so the plain path carries no extra argument.
+ENQUEUE_IF_NEW_AND_CAPTURE = (
+    """
+-- KEYS: as ENQUEUE_IF_NEW, then the capture stream
+-- ARGV: as ENQUEUE_IF_NEW up to the shared job fields, then stream max length, n,
+--       n capture fields and values, then this event's job fields as field, value, ...
+"""
+    + _CHECK_SEEN
+    + """
+local n = tonumber(ARGV[7])
+redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[5])))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8 + n))
+redis.call('SADD', KEYS[3], KEYS[2])
+redis.call('RPUSH', KEYS[2], ARGV[1])
+"""
+    + _MARK_SEEN
+    + """
+-- pcall: an archive that cannot be written never costs the event.
+redis.pcall('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 8, 7 + n))
+return 1
+"""
+)
+
+IS_SEEN = (
+    """
+-- ARGV: event id, seen prefix, window, bucket seconds
+"""
+    + _CHECK_SEEN
+    + "return 1\n"
+)
+
+
+def bucket_seconds(dedupe_window: int) -> int:
+    """The span of one bucket of seen ids for a dedupe window."""
+    return max(1, math.ceil(dedupe_window / SEEN_BUCKETS))
+
+
+def seen_prefix(dedupe_window: int) -> str:
+    """The key prefix of the buckets for a window: `tw:seen:<bucket seconds>:`, then the
+    bucket's number. Buckets of another window never mix with these, so after a change of
+    `TW_DEDUPE_WINDOW_SECONDS` the ids are remembered afresh."""
+    return f"{SEEN_PREFIX}{bucket_seconds(dedupe_window)}:"
+
+
+def is_seen(connection: redis.Redis, event_id: str, dedupe_window: int) -> bool:
+    """Whether `event_id` was accepted within the last `dedupe_window` seconds."""
+    script = connection.register_script(IS_SEEN)
+    args = [event_id, seen_prefix(dedupe_window), dedupe_window, bucket_seconds(dedupe_window)]
+    return not script(keys=[], args=args)
 
 
 def open_queues(connection: redis.Redis) -> dict[str, Queue]:
     """The project's RQ queues by name, all with the JSON serializer (never pickle)."""
     return {name: Queue(name, connection=connection, serializer=JSONSerializer) for name in QUEUES}
+
+
+def _job_fields_shared(queue: Queue, timeout: int, retry: Retry | None) -> str:
+    """The fields RQ writes for every job of `queue`, as the JSON list the scripts take."""
+    job = queue.create_job(
+        JOB_FUNCTION, args=({},), timeout=timeout, result_ttl=RESULT_TTL_SECONDS, retry=retry
+    )
+    job.origin = queue.name
+    job._status = JobStatus.QUEUED
+    flat: list[str] = []
+    for name, value in job.to_dict().items():
+        if value is None or name in PER_EVENT_FIELDS:
+            continue
+        if isinstance(value, bytes):
+            value = value.decode()
+        flat += (name, value if isinstance(value, str) else str(value))
+    return json.dumps(flat)
+
+
+# Job fields that differ per event; every other field is the same for a queue's jobs.
+PER_EVENT_FIELDS = frozenset({"data", "created_at", "enqueued_at", "description"})
 
 
 class Intake:
@@ -63,38 +169,50 @@ class Intake:
         self.connection = connection
         self.queues = open_queues(connection)
         self.dedupe_window = settings.dedupe_window_seconds
+        self.bucket_seconds = bucket_seconds(settings.dedupe_window_seconds)
+        self.seen_prefix = seen_prefix(settings.dedupe_window_seconds)
         self.job_timeout = settings.job_timeout_seconds
         self.retry = (
             Retry(max=settings.retry_max, interval=settings.retry_intervals)
             if settings.retry_max
             else None
         )
+        self._shared_fields = {
+            name: _job_fields_shared(queue, self.job_timeout, self.retry)
+            for name, queue in self.queues.items()
+        }
         self._enqueue_if_new = connection.register_script(ENQUEUE_IF_NEW)
+        self.capture_max_events = settings.capture_max_events
+        self._enqueue_and_capture = connection.register_script(ENQUEUE_IF_NEW_AND_CAPTURE)
 
-    def submit(self, envelope: dict[str, Any]) -> bool:
+    def submit(self, envelope: dict[str, Any], capture: list[Any] | None = None) -> bool:
         """Queue a validated envelope; return False when its id was seen already.
 
-        Raises `redis.RedisError` when Redis cannot be reached; nothing is recorded then.
+        `capture` is the archive entry (`capture.entry(...)`), written in the same script
+        when capture is on. Raises `redis.RedisError` when Redis cannot be reached;
+        nothing is recorded then.
         """
+        event_id = envelope["id"]
         queue = self.queues[queue_for(envelope["type"])]
-        job = queue.create_job(
-            JOB_FUNCTION,
-            args=(envelope,),
-            job_id=envelope["id"],
-            timeout=self.job_timeout,
-            result_ttl=RESULT_TTL_SECONDS,
-            description=f"{envelope['type']} {envelope['id']}",
-            retry=self.retry,
-        )
-        job.origin = queue.name
-        job.enqueued_at = now()
-        job._status = JobStatus.QUEUED
-        fields: list[Any] = []
-        for name, value in job.to_dict().items():
-            if value is not None:
-                fields += (name, value)
-        added = self._enqueue_if_new(
-            keys=[seen_key(job.id), job.key, queue.key, queue.redis_queues_keys],
-            args=[job.id, self.dedupe_window, *fields],
-        )
+        stamp = utcformat(now())
+        # What RQ's Job would store: the serialized (function, instance, args, kwargs).
+        data = zlib.compress(JSONSerializer.dumps((JOB_FUNCTION, None, (envelope,), {})), 1)
+        per_event = [
+            "data", data,
+            "created_at", stamp,
+            "enqueued_at", stamp,
+            "description", f"{envelope['type']} {event_id}",
+        ]  # fmt: skip
+        keys = [queue.job_class.key_for(event_id), queue.key, queue.redis_queues_keys]
+        args = [
+            event_id, self.seen_prefix, self.dedupe_window, self.bucket_seconds,
+            self._shared_fields[queue.name],
+        ]  # fmt: skip
+        if capture and self.capture_max_events:
+            added = self._enqueue_and_capture(
+                keys=[*keys, CAPTURE_STREAM_KEY],
+                args=[*args, self.capture_max_events, len(capture), *capture, *per_event],
+            )
+        else:
+            added = self._enqueue_if_new(keys=keys, args=[*args, *per_event])
         return bool(added)
