@@ -188,3 +188,18 @@ def test_secrets_never_reach_a_log_line(settings, redis_conn, caplog, capsys):
     assert "not stored" in text and "TW_WEBHOOK_SECRETS" in text  # the paths did log
     for secret in secrets:
         assert secret not in text
+
+
+def test_a_job_naming_another_function_is_refused_by_the_worker(redis_conn, settings, tmp_path):
+    """Someone with write access to Redis queues `os.system`: the worker must not call it."""
+    from rq.registry import FailedJobRegistry
+
+    from {{ cookiecutter.package_name }}.intake import open_queues
+    from {{ cookiecutter.package_name }}.testing import run_worker
+
+    marker = tmp_path / "pwned"
+    queue = open_queues(redis_conn)["orders"]
+    job = queue.enqueue("os.system", f"touch {marker}")
+    run_worker(redis_conn, settings)
+    assert not marker.exists()
+    assert job.id in FailedJobRegistry(queue=queue).get_job_ids()

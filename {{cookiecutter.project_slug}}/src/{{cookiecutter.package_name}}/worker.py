@@ -38,7 +38,7 @@ from rq.worker import WorkerStatus
 from .config import Settings
 from .connection import connect
 from .events import QUEUES
-from .intake import open_queues
+from .intake import JOB_FUNCTION, open_queues
 from .registry import registry
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,13 @@ class Worker(SimpleWorker):
             log.warning("maintenance skipped, Redis is unreachable: %s", exc)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        if not _is_ours(job):
+            # RQ would import and call whatever function a job names; only ours may run,
+            # so write access to Redis never becomes running code of someone's choosing.
+            log.error("job %s does not call %s; refused, moved to failed", job.id, JOB_FUNCTION)
+            job.retries_left = None
+            self.handle_job_failure(job, queue, exc_string=f"refused: not {JOB_FUNCTION}")
+            return
         # The job has left its queue; until it is recorded as started, this process is the
         # only place it exists, so wait for Redis rather than drop it.
         while True:
@@ -142,6 +149,13 @@ class Worker(SimpleWorker):
             except redis.RedisError as exc:
                 log.warning("queue %s: could not look for abandoned jobs: %s", queue.name, exc)
         super().clean_registries()
+
+
+def _is_ours(job: Job) -> bool:
+    try:
+        return job.func_name == JOB_FUNCTION
+    except Exception:  # data that does not even decode
+        return False
 
 
 def requeue_abandoned(queue: Queue, max_requeues: int = MAX_REQUEUES) -> list[str]:
