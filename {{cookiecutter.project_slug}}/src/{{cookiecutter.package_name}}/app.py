@@ -19,7 +19,7 @@ import redis
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from . import events, logs, metrics, signature
+from . import capture, events, logs, metrics, signature
 from .config import Settings, settings_from_env
 from .connection import connect
 from .intake import Intake
@@ -145,8 +145,11 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
             raise ApiError(401, exc.code, exc.message) from None
         except events.InvalidEvent as exc:
             raise ApiError(400, exc.code, exc.message) from None
+        archive = None
+        if settings.capture_max_events:
+            archive = capture.entry(envelope, body, request.headers.items(), g.request_id)
         try:
-            added = intake.submit(envelope)
+            added = intake.submit(envelope, archive)
         except redis.RedisError as exc:
             log.error("event %s not stored, Redis failed: %s", envelope["id"], exc)
             raise ApiError(

@@ -8,12 +8,17 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
-from . import logs, replay, signature
+import redis
+
+from . import capture, inspect_events, logs, replay, signature
 from .config import ConfigError, Settings, load_environment, settings_from_env
+from .connection import connect
 from .events import QUEUES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -64,6 +69,123 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     results = replay.run(deliveries, options, on_result=report)
     print(replay.format_summary(results, time.monotonic() - started))
     return 0 if all(result.ok for result in results) else 1
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
+
+
+def _event_table(infos: list[inspect_events.EventInfo]) -> str:
+    rows = [("id", "type", "status", "tries", "last activity", "error")]
+    for info in infos:
+        rows.append((
+            info.id, info.type, info.status, str(info.attempts),
+            _when(info.ended_at or info.enqueued_at), info.error_summary[:60],
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1]
+        for row in rows
+    ).rstrip()
+
+
+def cmd_events_list(args: argparse.Namespace, settings: Settings) -> int:
+    infos = inspect_events.list_events(connect(settings), args.status, args.limit)
+    if not infos:
+        print("no events" + (f" with status {args.status}" if args.status else ""))
+        return 0
+    print(_event_table(infos))
+    return 0
+
+
+def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
+    connection = connect(settings)
+    info = inspect_events.show(connection, args.id, settings.dedupe_window_seconds)
+    archived = inspect_events.captured(connection, args.id)
+    if info is None and archived is None:
+        print(f"error: no trace of event {args.id} in this Redis", file=sys.stderr)
+        return 1
+    if info is not None:
+        print(f"id:            {info.id}")
+        print(f"type:          {info.type}")
+        print(f"status:        {info.status}" + (f" (queue {info.queue})" if info.queue else ""))
+        print(f"seen marker:   {'yes' if info.seen else 'no (outside the dedupe window)'}")
+        print(f"enqueued at:   {_when(info.enqueued_at)}")
+        print(f"ended at:      {_when(info.ended_at)}")
+        print(f"attempts:      {info.attempts}")
+        print(f"retries left:  {info.retries_left if info.retries_left is not None else 0}")
+        print(f"handlers done: {', '.join(info.handlers_done) or '-'}")
+        if info.last_error:
+            print("last error:\n  " + info.last_error.strip().replace("\n", "\n  "))
+    if archived is not None:
+        received = datetime.fromtimestamp(archived.received, UTC)
+        print(f"captured at:   {_when(received)} (request {archived.request_id or '-'})")
+        print("headers:       " + json.dumps(archived.headers, sort_keys=True))
+    if args.body:
+        envelope = info.envelope if info is not None and info.envelope else None
+        if envelope is None and archived is not None:
+            envelope = json.loads(archived.body)
+        print(json.dumps(envelope, indent=2))
+    return 0
+
+
+def cmd_events_export(args: argparse.Namespace, settings: Settings) -> int:
+    connection = connect(settings)
+    since = _parse_since(args.since) if args.since else None
+    if args.output == "-":
+        count = capture.export(connection, sys.stdout.buffer, since, args.type, args.limit)
+        sys.stdout.flush()
+    else:
+        with open(args.output, "wb") as out:
+            count = capture.export(connection, out, since, args.type, args.limit)
+    where = "standard output" if args.output == "-" else args.output
+    print(f"exported {count} event(s) to {where}", file=sys.stderr)
+    if not count and not capture.size(connection):
+        print(
+            "nothing is captured: set TW_CAPTURE_MAX_EVENTS on the receiver to archive events",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _parse_since(value: str) -> float:
+    """Unix seconds, or an ISO 8601 date/time (UTC unless it says otherwise)."""
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--since wants unix seconds or an ISO date/time, got {value!r}") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def cmd_failed_list(args: argparse.Namespace, settings: Settings) -> int:
+    infos = inspect_events.list_events(connect(settings), "failed", args.limit)
+    if not infos:
+        print("no failed events")
+        return 0
+    print(_event_table(infos))
+    return 0
+
+
+def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
+    connection = connect(settings)
+    if args.all == bool(args.ids):
+        print("error: give event ids or --all (not both)", file=sys.stderr)
+        return 2
+    ids = inspect_events.failed_ids(connection) if args.all else args.ids
+    status = 0
+    for event_id in ids:
+        try:
+            job = inspect_events.retry(connection, settings, event_id)
+        except inspect_events.NotFailed as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"requeued {event_id} on {job.origin}")
+    if args.all and not ids:
+        print("no failed events")
+    return status
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -127,6 +249,37 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--no-reload", action="store_true", help="do not restart on code changes")
     dev.set_defaults(func=cmd_dev)
+
+    evs = commands.add_parser("events", help="list, show and export received events")
+    evs_commands = evs.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    lst = evs_commands.add_parser("list", help="recent events with their status")
+    lst.add_argument("--status", choices=inspect_events.STATUSES, help="only this status")
+    lst.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
+    lst.set_defaults(func=cmd_events_list)
+    show = evs_commands.add_parser("show", help="one event: status, attempts, last error")
+    show.add_argument("id", help="the event id (evt_...)")
+    show.add_argument("--body", action="store_true", help="print the event itself too")
+    show.set_defaults(func=cmd_events_show)
+    exp = evs_commands.add_parser(
+        "export", help="write captured events as JSON Lines, which replay reads"
+    )
+    exp.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
+    exp.add_argument("--type", help="only this type: order.created, order.* or *")
+    exp.add_argument("--since", help="received at or after: unix seconds or ISO date/time")
+    exp.add_argument("--limit", type=int, metavar="N", help="only the N most recent")
+    exp.set_defaults(func=cmd_events_export)
+
+    failed = commands.add_parser("failed", help="events whose handlers failed every retry")
+    failed_commands = failed.add_subparsers(dest="failed_command", required=True, metavar="ACTION")
+    flist = failed_commands.add_parser("list", help="failed events, newest first")
+    flist.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (default 50)")
+    flist.set_defaults(func=cmd_failed_list)
+    fretry = failed_commands.add_parser(
+        "retry", help="requeue failed events; handlers that succeeded are not run again"
+    )
+    fretry.add_argument("ids", nargs="*", metavar="ID", help="event ids to requeue")
+    fretry.add_argument("--all", action="store_true", help="requeue every failed event")
+    fretry.set_defaults(func=cmd_failed_retry)
     return parser
 
 
@@ -138,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args, settings)
     except (ConfigError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except redis.ConnectionError as exc:
+        print(f"error: cannot reach Redis ({exc}); check REDIS_URL", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

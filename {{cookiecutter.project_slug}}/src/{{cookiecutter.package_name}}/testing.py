@@ -6,10 +6,11 @@ Enable the fixtures in your `tests/conftest.py` with::
 
 and write tests such as::
 
-    def test_refund_is_booked(client, make_event, signed_post, run_worker):
+    def test_refund_is_booked(client, make_event, signed_post, run_worker, event_status):
         event = make_event("order.refunded", {"id": "ord_1", "status": "refunded"})
         assert signed_post(client, event).status_code == 202
         run_worker()  # runs the queued jobs, and so your handlers, in this process
+        assert event_status(event["id"]).status == "processed"
         ...
 
 The `redis_url` fixture starts a private `redis-server` for the test session (the one the
@@ -128,6 +129,37 @@ def signed_post_fixture():
     return signed_post
 
 
+@pytest.fixture(autouse=True)
+def _only_project_handlers() -> Iterator[None]:
+    """Start every test with the project's handlers alone: those of the `handlers` package
+    and of modules loaded through `TW_HANDLER_MODULES`, not the ones a test module
+    registered by importing a module full of `@on`. Whatever a test registers or clears
+    is put back after it."""
+    from .registry import registry
+
+    registry.load()  # the `handlers` package, imported once per session
+    saved_handlers, saved_loaded = list(registry._handlers), set(registry._loaded)
+
+    def loaded(module: str) -> bool:
+        return any(module == name or module.startswith(name + ".") for name in saved_loaded)
+
+    registry._handlers[:] = [h for h in saved_handlers if loaded(h.func.__module__)]
+    yield
+    registry._handlers[:] = saved_handlers
+    registry._loaded = saved_loaded
+
+
 @pytest.fixture(name="run_worker")
 def run_worker_fixture(redis_conn: redis.Redis, settings: Settings):
+    """`run_worker()`: run the queued events through the project's handlers, in this process."""
     return lambda: run_worker(redis_conn, settings)
+
+
+@pytest.fixture(name="event_status")
+def event_status_fixture(redis_conn: redis.Redis, settings: Settings):
+    """`event_status(event_id)`: what `events show` reports (`.status`, `.attempts`,
+    `.handlers_done`, `.last_error`), or None for an unknown id. A handler that raises does
+    not fail the worker, so assert `.status == "processed"` in your tests."""
+    from .inspect_events import show
+
+    return lambda event_id: show(redis_conn, event_id, settings.dedupe_window_seconds)

@@ -1,0 +1,214 @@
+"""Inspect and recover: where is an event, what happened to it, and put failed ones back.
+
+Everything is read from what the receiver and RQ already keep, nothing extra is written on
+the hot path: the seen ids (kept by `intake` for the dedupe window) say an event was
+accepted; its RQ job (job id = event id) holds the status, the handlers already done
+(`meta["handlers_done"]`), the retries left and the results with the last error; RQ's
+per-queue registries say which events are queued, running, waiting for a retry, processed
+or failed, newest last, so listing the recent ones never scans the keyspace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import (
+    FailedJobRegistry,
+    FinishedJobRegistry,
+    ScheduledJobRegistry,
+    StartedJobRegistry,
+)
+from rq.results import Result
+from rq.serializers import JSONSerializer
+
+from . import capture
+from .config import Settings
+from .events import QUEUES
+from .intake import is_seen
+from .jobs import DONE_META_KEY
+
+# RQ's job statuses in the words the commands use.
+STATUS_NAMES = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.DEFERRED: "queued",
+    JobStatus.STARTED: "running",
+    JobStatus.SCHEDULED: "scheduled",
+    JobStatus.FINISHED: "processed",
+    JobStatus.FAILED: "failed",
+    JobStatus.STOPPED: "failed",
+    JobStatus.CANCELED: "canceled",
+}
+STATUSES = ("queued", "running", "scheduled", "processed", "failed")
+# Where each status lives, per queue (the queue list itself for "queued").
+REGISTRIES = {
+    "running": StartedJobRegistry,
+    "scheduled": ScheduledJobRegistry,
+    "processed": FinishedJobRegistry,
+    "failed": FailedJobRegistry,
+}
+# Runs before the last `failed retry`, which starts a fresh round of retries.
+EARLIER_ATTEMPTS_META_KEY = "attempts_before_requeue"
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    id: str
+    type: str
+    status: str  # one of STATUSES, "canceled", or "expired" (seen, job details gone)
+    queue: str = ""
+    seen: bool = False
+    enqueued_at: datetime | None = None
+    ended_at: datetime | None = None
+    attempts: int = 0
+    retries_left: int | None = None
+    handlers_done: tuple[str, ...] = ()
+    last_error: str = ""
+    envelope: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def last_activity(self) -> datetime:
+        return self.ended_at or self.enqueued_at or datetime.fromtimestamp(0, UTC)
+
+    @property
+    def error_summary(self) -> str:
+        """The last line of the last traceback: the exception and its message."""
+        lines = [line for line in self.last_error.strip().splitlines() if line.strip()]
+        return lines[-1].strip() if lines else ""
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+def attempts(job: Job) -> int:
+    """How many times the job function ran (or is running) for this event.
+
+    RQ writes a result only for the final outcome, so this counts the retries used up
+    (`retry_intervals` holds one interval per retry granted) plus the current run.
+    """
+    granted = len(job.retry_intervals or ())
+    used = max(granted - (job.retries_left or 0), 0)
+    ran = job.get_status(refresh=False) in (
+        JobStatus.STARTED, JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED,
+    )  # fmt: skip
+    return int(job.meta.get(EARLIER_ATTEMPTS_META_KEY, 0)) + used + int(ran)
+
+
+def info_from_job(job: Job, seen: bool = False) -> EventInfo:
+    envelope = job.args[0] if job.args and isinstance(job.args[0], dict) else {}
+    status = job.get_status(refresh=False)
+    last_error = ""
+    if status != JobStatus.FINISHED:
+        latest = job.latest_result()
+        if latest is not None and latest.type != Result.Type.SUCCESSFUL:
+            last_error = latest.exc_string or ""
+    return EventInfo(
+        id=job.id,
+        type=str(envelope.get("type", "?")),
+        status=STATUS_NAMES.get(status, str(status)),
+        queue=job.origin,
+        seen=seen,
+        enqueued_at=_aware(job.enqueued_at),
+        ended_at=_aware(job.ended_at),
+        attempts=attempts(job),
+        retries_left=job.retries_left,
+        handlers_done=tuple(job.meta.get(DONE_META_KEY, ())),
+        last_error=last_error,
+        envelope=envelope,
+    )
+
+
+def fetch_job(connection: redis.Redis, event_id: str) -> Job | None:
+    try:
+        return Job.fetch(event_id, connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+
+
+def show(
+    connection: redis.Redis,
+    event_id: str,
+    dedupe_window: int = Settings.dedupe_window_seconds,
+) -> EventInfo | None:
+    """One event's status, or None when this Redis has no trace of it."""
+    seen = is_seen(connection, event_id, dedupe_window)
+    job = fetch_job(connection, event_id)
+    if job is not None:
+        return info_from_job(job, seen)
+    if seen:
+        # Accepted within the dedupe window, but RQ dropped the finished job's details.
+        return EventInfo(id=event_id, type="?", status="expired", seen=True)
+    return None
+
+
+def _recent_ids(connection: redis.Redis, queue: str, status: str, limit: int) -> list[str]:
+    if status == "queued":
+        ids = connection.lrange(f"rq:queue:{queue}", -limit, -1)
+        return [i.decode() for i in reversed(ids)]
+    registry = REGISTRIES[status](queue, connection=connection, serializer=JSONSerializer)
+    # Read-only: no cleanup, which would move abandoned jobs around.
+    return registry.get_job_ids(0, limit - 1, desc=True, cleanup=False)
+
+
+def list_events(
+    connection: redis.Redis,
+    status: str | None = None,
+    limit: int = 20,
+    queues: Iterable[str] = QUEUES,
+) -> list[EventInfo]:
+    """The `limit` most recently active events (optionally of one status), newest first."""
+    wanted = [status] if status else list(STATUSES)
+    ids: list[str] = []
+    for queue in queues:
+        for name in wanted:
+            ids += _recent_ids(connection, queue, name, limit)
+    jobs = Job.fetch_many(list(dict.fromkeys(ids)), connection, serializer=JSONSerializer)
+    infos = [info_from_job(job) for job in jobs if job is not None]
+    if status:
+        infos = [info for info in infos if info.status == status]
+    infos.sort(key=lambda info: info.last_activity, reverse=True)
+    return infos[:limit]
+
+
+def failed_ids(connection: redis.Redis, queues: Iterable[str] = QUEUES) -> list[str]:
+    ids: list[str] = []
+    for queue in queues:
+        registry = FailedJobRegistry(queue, connection=connection, serializer=JSONSerializer)
+        ids += registry.get_job_ids(cleanup=False)
+    return ids
+
+
+class NotFailed(LookupError):
+    """The event is not in a failed registry (unknown, or not failed)."""
+
+
+def retry(connection: redis.Redis, settings: Settings, event_id: str) -> Job:
+    """Put a failed event back on its queue, with the configured retries again.
+
+    The job keeps its `meta`, so the handlers that already succeeded for this event are
+    skipped when it runs again; only the ones that failed are retried.
+    """
+    job = fetch_job(connection, event_id)
+    if job is None:
+        raise NotFailed(f"no job for event {event_id}")
+    job.meta[EARLIER_ATTEMPTS_META_KEY] = attempts(job)
+    job.retries_left = settings.retry_max or None
+    job.retry_intervals = settings.retry_intervals or None
+    registry = FailedJobRegistry(job.origin, connection=connection, serializer=JSONSerializer)
+    try:
+        return registry.requeue(job)
+    except InvalidJobOperation:
+        status = STATUS_NAMES.get(job.get_status(refresh=False), "unknown")
+        raise NotFailed(f"event {event_id} is not failed (it is {status})") from None
+
+
+def captured(connection: redis.Redis, event_id: str) -> capture.Captured | None:
+    """The archived delivery of `event_id`, when capture was on as it arrived."""
+    return capture.find(connection, event_id)

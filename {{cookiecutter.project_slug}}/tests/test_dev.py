@@ -1,0 +1,109 @@
+"""The `dev` command as a user runs it: no REDIS_URL, one terminal, Ctrl-C, nothing left.
+
+It starts an embedded Redis, gunicorn (auto-reload) and a worker; a replayed sample must
+reach a handler whose log line comes out prefixed `worker |`; SIGINT must stop every
+process it started, grandchildren included.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from processes import PACKAGE, PROJECT_ROOT, cli, project_env, wait_for, wait_until_up
+
+from {{ cookiecutter.package_name }}.embedded_redis import free_port
+
+pytestmark = pytest.mark.e2e
+SAMPLE = str(PROJECT_ROOT / "samples" / "events" / "01-order.created.json")
+
+
+def children() -> dict[int, list[int]]:
+    """Parent pid -> child pids, for every process (from /proc)."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, with its command line."""
+    tree, found, todo = children(), {}, [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            try:
+                found[child] = (Path(f"/proc/{child}/cmdline").read_bytes()).replace(b"\0", b" ")
+            except OSError:
+                continue
+            todo.append(child)
+    return {p: c.decode(errors="replace") for p, c in found.items()}
+
+
+def alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for a parent to collect it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_dev_runs_everything_and_ctrl_c_leaves_no_process(tmp_path):
+    port = free_port()
+    env = project_env("unused")
+    del env["REDIS_URL"]  # as on a fresh checkout: dev starts its own Redis
+    log = tmp_path / "dev.log"
+    with open(log, "wb") as out:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", PACKAGE, "dev", "--port", str(port)],
+            cwd=tmp_path,  # no .env here either
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/readyz", dev, log)
+        url = f"http://127.0.0.1:{port}{{ cookiecutter.webhook_path }}"
+        sent = cli("replay", "--url", url, SAMPLE, env=env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        handled = "order ord_2Nf8Wq5Lk3 is created"
+        wait_for(lambda: handled in log.read_text())
+        lines = log.read_text().splitlines()
+        handler_line = next(line for line in lines if handled in line)
+        assert handler_line.startswith("worker | ")
+        assert any(line.startswith(" redis | embedded Redis at redis://") for line in lines)
+        assert any(line.startswith("   web | ") for line in lines)
+
+        def everything_started():
+            procs = descendants(dev.pid)
+            commands = list(procs.values())
+            gunicorns = [c for c in commands if "gunicorn" in c]
+            workers = [p for p, c in procs.items() if f"-m {PACKAGE} worker" in c]
+            scheduler = workers and any(descendants(workers[0]))
+            redis_server = any("redis-server" in c for c in commands)
+            return procs if len(gunicorns) >= 2 and scheduler and redis_server else None
+
+        started = wait_for(everything_started, timeout=20)
+        assert len(started) >= 5  # redis-server, gunicorn master + worker, worker, scheduler
+        print("\n".join(f"{pid} {command}" for pid, command in started.items()))
+    finally:
+        dev.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
+        try:
+            status = dev.wait(timeout=30)
+        finally:
+            if dev.poll() is None:
+                os.killpg(dev.pid, signal.SIGKILL)
+    assert status == 0, log.read_text()
+    assert log.read_text().rstrip().endswith("   dev | stopped")
+    # `wait_for` fails the test if any of them is still running after 10 s.
+    wait_for(lambda: not any(alive(pid) for pid in started), timeout=10)

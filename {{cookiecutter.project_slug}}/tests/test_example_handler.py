@@ -1,0 +1,33 @@
+"""The example from the README's "Testing your handlers": keep the two in step."""
+
+
+def new_order(make_event):
+    return make_event(
+        "order.created",
+        {
+            "id": "ord_1",
+            "status": "created",
+            "items": [{"listingId": "lst_1", "section": "Floor", "quantity": 2}],
+            "total": {"amount": 25000, "currency": "CAD"},
+        },
+    )
+
+
+def test_new_order_is_handled(client, make_event, signed_post, run_worker, event_status, caplog):
+    caplog.set_level("INFO")
+    event = new_order(make_event)
+    assert signed_post(client, event).status_code == 202
+    run_worker()  # the real worker, in this process, until the queues are empty
+
+    assert event_status(event["id"]).status == "processed"
+    assert "order ord_1 is created, 2 seat(s), 25000 CAD" in caplog.text
+
+
+def test_a_repeat_delivery_is_handled_once(client, make_event, signed_post, run_worker, caplog):
+    caplog.set_level("INFO")
+    event = new_order(make_event)
+    assert signed_post(client, event).status_code == 202
+    assert signed_post(client, event).status_code == 200  # duplicate
+    run_worker()
+
+    assert caplog.text.count("order ord_1 is created") == 1

@@ -1,0 +1,198 @@
+"""`events list|show` and `failed list|retry` on a real private Redis, with real worker bursts."""
+
+import pytest
+
+from {{ cookiecutter.package_name }} import cli, inspect_events
+from {{ cookiecutter.package_name }}.intake import Intake
+from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.testing import make_event, run_worker
+
+
+@pytest.fixture
+def handlers():
+    """Two handlers for orders: `books` always succeeds, `mails` fails while `broken` is set.
+    Returns the run log and the switch; the sample handlers are restored afterwards."""
+    registry.load()  # so that the worker does not load the sample handlers after this
+    saved = list(registry._handlers)
+    registry._handlers.clear()
+    runs: list[tuple[str, str]] = []
+    state = {"broken": False}
+
+    def books(event):
+        runs.append(("books", event.id))
+
+    def mails(event):
+        runs.append(("mails", event.id))
+        if state["broken"]:
+            raise ConnectionRefusedError("mail server down")
+
+    registry.on("order.*")(books)
+    registry.on("order.*")(mails)
+    yield runs, state
+    registry._handlers[:] = saved
+
+
+@pytest.fixture
+def cli_env(redis_url, monkeypatch, tmp_path):
+    """Run commands in-process against the private Redis, away from any `.env`."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("TW_RETRY_MAX", "3")
+    monkeypatch.setenv("TW_RETRY_BASE_SECONDS", "0")
+
+
+def submit(redis_conn, settings, *types):
+    intake = Intake(redis_conn, settings)
+    events = [make_event(t) for t in types]
+    for event in events:
+        assert intake.submit(event)
+    return events
+
+
+def test_queued_then_processed(handlers, settings, redis_conn):
+    [event] = submit(redis_conn, settings, "order.created")
+    info = inspect_events.show(redis_conn, event["id"])
+    assert (info.status, info.attempts, info.seen, info.queue) == ("queued", 0, True, "orders")
+    assert info.type == "order.created" and info.envelope == event
+    run_worker(redis_conn, settings)
+    info = inspect_events.show(redis_conn, event["id"])
+    assert (info.status, info.attempts, info.last_error) == ("processed", 1, "")
+    assert [name.rsplit(".", 1)[-1] for name in info.handlers_done] == ["books", "mails"]
+    assert info.ended_at >= info.enqueued_at
+
+
+def test_failed_after_every_retry_with_attempts_and_last_error(handlers, settings, redis_conn):
+    runs, state = handlers
+    state["broken"] = True
+    [event] = submit(redis_conn, settings, "order.confirmed")
+    run_worker(redis_conn, settings)
+    info = inspect_events.show(redis_conn, event["id"])
+    assert info.status == "failed"
+    assert info.attempts == settings.retry_max + 1 == runs.count(("mails", event["id"]))
+    assert info.retries_left == 0
+    assert "mail server down" in info.last_error
+    assert "HandlerFailed" in info.error_summary
+    assert [name.rsplit(".", 1)[-1] for name in info.handlers_done] == ["books"]
+    assert inspect_events.failed_ids(redis_conn) == [event["id"]]
+
+
+def test_retry_keeps_the_handlers_that_succeeded(handlers, settings, redis_conn):
+    runs, state = handlers
+    state["broken"] = True
+    [event] = submit(redis_conn, settings, "order.created")
+    run_worker(redis_conn, settings)
+    assert runs.count(("books", event["id"])) == 1
+    state["broken"] = False  # the fix is deployed
+    job = inspect_events.retry(redis_conn, settings, event["id"])
+    assert job.origin == "orders"
+    requeued = inspect_events.show(redis_conn, event["id"])
+    assert requeued.status == "queued" and requeued.retries_left == settings.retry_max
+    run_worker(redis_conn, settings)
+    assert runs.count(("books", event["id"])) == 1  # not run again
+    assert runs.count(("mails", event["id"])) == settings.retry_max + 2
+    info = inspect_events.show(redis_conn, event["id"])
+    assert (info.status, info.attempts) == ("processed", settings.retry_max + 2)
+    assert inspect_events.failed_ids(redis_conn) == []
+
+
+def test_a_retried_event_that_fails_again_gets_its_retries_again(handlers, settings, redis_conn):
+    runs, state = handlers
+    state["broken"] = True
+    [event] = submit(redis_conn, settings, "order.created")
+    run_worker(redis_conn, settings)
+    inspect_events.retry(redis_conn, settings, event["id"])
+    run_worker(redis_conn, settings)
+    info = inspect_events.show(redis_conn, event["id"])
+    assert info.status == "failed"
+    assert info.attempts == 2 * (settings.retry_max + 1) == runs.count(("mails", event["id"]))
+
+
+def test_retry_refuses_events_that_are_not_failed(handlers, settings, redis_conn):
+    [event] = submit(redis_conn, settings, "order.created")
+    with pytest.raises(inspect_events.NotFailed, match="queued"):
+        inspect_events.retry(redis_conn, settings, event["id"])
+    with pytest.raises(inspect_events.NotFailed, match="no job"):
+        inspect_events.retry(redis_conn, settings, "evt_unknown")
+    assert inspect_events.show(redis_conn, event["id"]).status == "queued"
+
+
+def test_list_is_newest_first_bounded_and_filtered(handlers, settings, redis_conn):
+    done = submit(redis_conn, settings, *["order.created"] * 4, "price.updated")
+    run_worker(redis_conn, settings)
+    waiting = submit(redis_conn, settings, "order.cancelled", "inventory.updated")
+    everything = inspect_events.list_events(redis_conn)
+    assert len(everything) == 7
+    assert {i.id for i in everything} == {e["id"] for e in done + waiting}
+    stamps = [i.last_activity for i in everything]
+    assert stamps == sorted(stamps, reverse=True)
+    queued = inspect_events.list_events(redis_conn, status="queued")
+    assert [i.id for i in queued] == [e["id"] for e in reversed(waiting)]
+    processed = inspect_events.list_events(redis_conn, status="processed", limit=3)
+    assert len(processed) == 3 and all(i.status == "processed" for i in processed)
+    assert inspect_events.list_events(redis_conn, status="failed") == []
+
+
+def test_unknown_and_expired_events(handlers, settings, redis_conn):
+    assert inspect_events.show(redis_conn, "evt_never_seen") is None
+    [event] = submit(redis_conn, settings, "order.created")
+    run_worker(redis_conn, settings)
+    redis_conn.delete(f"rq:job:{event['id']}")  # RQ drops a finished job after its result TTL
+    info = inspect_events.show(redis_conn, event["id"], settings.dedupe_window_seconds)
+    assert (info.status, info.seen) == ("expired", True)
+
+
+# --- the commands ----------------------------------------------------------------------
+
+
+def test_events_list_and_show_commands(handlers, settings, redis_conn, cli_env, capsys):
+    _, state = handlers
+    ok, bad = submit(redis_conn, settings, "order.created", "order.refunded")
+    state["broken"] = True
+    redis_conn.lrem("rq:queue:orders", 0, ok["id"])  # run `bad` alone, `ok` stays queued
+    run_worker(redis_conn, settings)
+    redis_conn.rpush("rq:queue:orders", ok["id"])
+    assert cli.main(["events", "list"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:5] == ["id", "type", "status", "tries", "last"]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert rows[ok["id"]][1:4] == ["order.created", "queued", "0"]
+    assert rows[bad["id"]][1:4] == ["order.refunded", "failed", "4"]
+    assert "HandlerFailed" in " ".join(rows[bad["id"]])
+
+    assert cli.main(["events", "list", "--status", "queued"]) == 0
+    assert bad["id"] not in capsys.readouterr().out
+
+    assert cli.main(["events", "show", bad["id"], "--body"]) == 0
+    out = capsys.readouterr().out
+    assert "status:        failed (queue orders)" in out
+    assert "attempts:      4" in out
+    assert "mail server down" in out
+    assert f'"id": "{bad["id"]}"' in out
+
+    assert cli.main(["events", "show", "evt_nope"]) == 1
+    assert "no trace of event evt_nope" in capsys.readouterr().err
+
+
+def test_failed_list_and_retry_commands(handlers, settings, redis_conn, cli_env, capsys):
+    runs, state = handlers
+    state["broken"] = True
+    events = submit(redis_conn, settings, "order.created", "order.confirmed", "order.fulfilled")
+    run_worker(redis_conn, settings)
+    assert cli.main(["failed", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(e["id"] in listed for e in events)
+
+    state["broken"] = False
+    assert cli.main(["failed", "retry", events[0]["id"]]) == 0
+    assert f"requeued {events[0]['id']} on orders" in capsys.readouterr().out
+    assert cli.main(["failed", "retry", events[0]["id"]]) == 1  # queued now, not failed
+    assert "is not failed" in capsys.readouterr().err
+    assert cli.main(["failed", "retry", "--all"]) == 0
+    assert capsys.readouterr().out.count("requeued ") == 2
+    assert cli.main(["failed", "retry"]) == 2  # neither ids nor --all
+
+    run_worker(redis_conn, settings)
+    assert all(inspect_events.show(redis_conn, e["id"]).status == "processed" for e in events)
+    assert all(runs.count(("books", e["id"])) == 1 for e in events)
+    assert cli.main(["failed", "list"]) == 0
+    assert capsys.readouterr().out.strip() == "no failed events"
