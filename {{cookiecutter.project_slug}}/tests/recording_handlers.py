@@ -41,3 +41,15 @@ def record_everything(event: Event) -> None:
 
 def runs(connection: redis.Redis) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in connection.hgetall(RUNS_KEY).items()}
+
+
+def expected_runs(envelopes) -> dict[str, int]:
+    """What `runs` should say once every event in `envelopes` was handled exactly once."""
+    expected = {}
+    for event in envelopes:
+        if event["type"].startswith("order."):
+            expected[f"order:{event['id']}"] = 1
+        if event["type"] == "price.updated":
+            expected[f"price:{event['id']}"] = 1
+        expected[f"all:{event['id']}"] = 1
+    return expected

@@ -9,7 +9,7 @@ import json
 import pytest
 import redis
 from processes import PROJECT_ROOT, cli, gunicorn, project_env, wait_for, worker
-from recording_handlers import runs
+from recording_handlers import expected_runs, runs
 
 from {{ cookiecutter.package_name }} import capture
 from {{ cookiecutter.package_name }}.embedded_redis import EmbeddedRedis
@@ -18,17 +18,6 @@ from {{ cookiecutter.package_name }}.replay import read_events
 pytestmark = pytest.mark.e2e
 SAMPLES = str(PROJECT_ROOT / "samples" / "events")
 PATH = "{{ cookiecutter.webhook_path }}"
-
-
-def expected_runs(events):
-    expected = {}
-    for event in events:
-        if event["type"].startswith("order."):
-            expected[f"order:{event['id']}"] = 1
-        if event["type"] == "price.updated":
-            expected[f"price:{event['id']}"] = 1
-        expected[f"all:{event['id']}"] = 1
-    return expected
 
 
 def test_capture_export_and_replay_into_a_second_receiver(redis_url, redis_conn, tmp_path):

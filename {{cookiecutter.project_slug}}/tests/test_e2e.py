@@ -4,7 +4,7 @@ import json
 
 import pytest
 from processes import cli, gunicorn, project_env, wait_for, worker
-from recording_handlers import runs
+from recording_handlers import expected_runs, runs
 
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 
@@ -16,18 +16,6 @@ def sample_events():
     from {{ cookiecutter.package_name }}.replay import read_events
 
     return [d.envelope for d in read_events([f"{SAMPLES}"])]
-
-
-def expected_runs(events):
-    expected = {}
-    for event in events:
-        family = event["type"].split(".")[0]
-        if family == "order":
-            expected[f"order:{event['id']}"] = 1
-        if event["type"] == "price.updated":
-            expected[f"price:{event['id']}"] = 1
-        expected[f"all:{event['id']}"] = 1
-    return expected
 
 
 def test_replayed_samples_run_every_handler_once(redis_url, redis_conn, tmp_path):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from processes import gunicorn, project_env, wait_for, worker
-from recording_handlers import runs
+from recording_handlers import expected_runs, runs
 
 from {{ cookiecutter.package_name }}.embedded_redis import EmbeddedRedis
 from {{ cookiecutter.package_name }}.replay import Delivery, Options, Sender, run
@@ -39,17 +39,6 @@ class RecordingSender(Sender):
             raise
         self.attempts.append((started, time.monotonic(), status, headers.get("Retry-After")))
         return status, headers, payload
-
-
-def expected_runs(events):
-    expected = {}
-    for event in events:
-        if event["type"].startswith("order."):
-            expected[f"order:{event['id']}"] = 1
-        else:
-            expected[f"price:{event['id']}"] = 1
-        expected[f"all:{event['id']}"] = 1
-    return expected
 
 
 def test_redis_killed_mid_replay_loses_and_doubles_nothing(

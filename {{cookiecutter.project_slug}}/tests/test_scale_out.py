@@ -19,7 +19,7 @@ import pytest
 import redis
 from processes import PROJECT_ROOT, gunicorn, project_env, running, wait_for, worker
 from prometheus_client.parser import text_string_to_metric_families
-from recording_handlers import runs
+from recording_handlers import expected_runs, runs
 from redis.sentinel import SentinelManagedSSLConnection
 
 from {{ cookiecutter.package_name }}.config import Settings, settings_from_env
@@ -46,17 +46,6 @@ def totals(url: str, name: str, handler_prefix: str = "") -> float:
         for sample in family.samples
         if sample.name == name and sample.labels.get("handler", "").startswith(handler_prefix)
     )
-
-
-def expected_runs(envelopes):
-    expected = {}
-    for event in envelopes:
-        if event["type"].startswith("order."):
-            expected[f"order:{event['id']}"] = 1
-        if event["type"] == "price.updated":
-            expected[f"price:{event['id']}"] = 1
-        expected[f"all:{event['id']}"] = 1
-    return expected
 
 
 def replay(url: str, path: Path, env: dict) -> subprocess.Popen:
