@@ -67,6 +67,11 @@ class Worker(SimpleWorker):
         # RQ blocks on the queues for worker_ttl - 15 s at a time; maintenance waits for it.
         kwargs.setdefault("worker_ttl", 15 + max(1, self.lost_after // 4))
         super().__init__(*args, **kwargs)
+        # The running (job, execution), read by one long-lived heartbeat thread: starting a
+        # thread per job would cost more than a no-op job itself.
+        self._running: tuple[Job, object] | None = None
+        self._running_lock = threading.Lock()
+        self._heart: threading.Thread | None = None
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.lost_after
@@ -116,11 +121,7 @@ class Worker(SimpleWorker):
             except REDIS_DOWN as exc:
                 log.warning("job %s: cannot record its start yet (%s); retrying", job.id, exc)
                 time.sleep(1)
-        finished = threading.Event()
-        beat = threading.Thread(
-            target=self._keep_alive, args=(job, execution, finished), daemon=True
-        )
-        beat.start()
+        self._set_running((job, execution))
         try:
             self.perform_job(job, queue, execution)
             self.set_state(WorkerStatus.IDLE)
@@ -132,15 +133,28 @@ class Worker(SimpleWorker):
             )  # fmt: skip
             self.executions.pop(execution.id, None)
         finally:
-            finished.set()
-            beat.join()
+            self._set_running(None)
 
-    def _keep_alive(self, job: Job, execution, finished: threading.Event) -> None:
-        while not finished.wait(self.lost_after / 4):
-            try:
-                self.maintain_heartbeats(job, execution)
-            except redis.RedisError as exc:
-                log.warning("job %s: heartbeat failed: %s", job.id, exc)
+    def _set_running(self, running: tuple[Job, object] | None) -> None:
+        """Hand the heartbeat thread its job; once this returns with None, no heartbeat
+        for the previous job is in flight (the thread beats while holding the lock)."""
+        with self._running_lock:
+            self._running = running
+        if self._heart is None:
+            self._heart = threading.Thread(target=self._keep_alive, daemon=True)
+            self._heart.start()
+
+    def _keep_alive(self) -> None:
+        while True:
+            time.sleep(self.lost_after / 4)
+            with self._running_lock:
+                if self._running is None:
+                    continue
+                job, execution = self._running
+                try:
+                    self.maintain_heartbeats(job, execution)
+                except redis.RedisError as exc:
+                    log.warning("job %s: heartbeat failed: %s", job.id, exc)
 
     def clean_registries(self) -> None:
         for queue in self.queues:
