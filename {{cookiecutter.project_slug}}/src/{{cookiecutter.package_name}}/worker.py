@@ -16,6 +16,12 @@ maintenance puts an abandoned job straight back at the front of its queue, keepi
 handlers it had finished (`jobs.py`), instead of spending one of the job's handler
 retries and waiting out the retry backoff.
 
+RQ takes a job from several queues with `BLPOP`, after which, until the job's start is
+written, the job exists only in the worker's memory: a worker killed, or a Redis that
+dies, in that millisecond would lose it. `MovingQueue` takes every job by an atomic move
+into RQ's intermediate list of its queue instead (what RQ itself does for a worker with a
+single queue), and maintenance puts a job stranded there back on its queue.
+
 RQ's own loop quits on the first Redis error outside its blocking pop. `Worker` rides out
 a Redis outage instead: a job whose ending could not be written stays "started" and comes
 back as abandoned, and the worker waits for Redis, backing off, and goes on.
@@ -30,9 +36,10 @@ import time
 
 import redis
 from rq import Queue, SimpleWorker
+from rq.exceptions import DequeueTimeout
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
-from rq.utils import current_timestamp
+from rq.utils import as_text, current_timestamp
 from rq.worker import WorkerStatus
 
 from .config import Settings
@@ -49,6 +56,69 @@ REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 # then left to RQ, which spends one handler retry per further crash and finally moves it
 # to the failed registry, where it waits for `failed retry` instead of killing workers.
 MAX_REQUEUES = 3
+# An idle worker on several queues blocks on the first one for at most this long before it
+# looks at the others again; a busy one never waits.
+BLOCK_SLICE_SECONDS = 1
+
+# KEYS: intermediate list, queue list, job hash. ARGV: job id.
+# Whoever removes the id from the intermediate list puts it back on the queue; anyone else,
+# or a worker that started the job meanwhile (starting removes it), finds nothing to move,
+# so a stranded job is requeued exactly once. An id whose job is gone is just dropped.
+REQUEUE_STRANDED = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 or redis.call('EXISTS', KEYS[3]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[3], 'status', 'queued')
+redis.call('LPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class MovingQueue(Queue):
+    """A queue whose jobs are taken by moving them into RQ's intermediate list.
+
+    Non-blocking `LMOVE` from each queue in priority order, then a blocking `BLMOVE` on the
+    first (for `BLOCK_SLICE_SECONDS` when there are others to look at again). Each move is
+    atomic, so a job is always in Redis: in its queue, its intermediate list, or the
+    started registry.
+    """
+
+    @classmethod
+    def dequeue_any(
+        cls,
+        queues,
+        timeout,
+        connection,
+        job_class=None,
+        serializer=None,
+        death_penalty_class=None,
+    ):
+        keys = [queue.key for queue in queues]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            result = next(filter(None, (cls.lmove(connection, key, None) for key in keys)), None)
+            if result is None:
+                if deadline is None:
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise DequeueTimeout(timeout, keys)
+                block = remaining if len(keys) == 1 else min(remaining, BLOCK_SLICE_SECONDS)
+                try:
+                    result = cls.lmove(connection, keys[0], max(1, round(block)))
+                except DequeueTimeout:
+                    continue
+            queue_key, job_id = map(as_text, result)
+            fetched = cls._fetch_dequeued_job(
+                connection,
+                queue_key,
+                job_id,
+                job_class=job_class,
+                serializer=serializer,
+                death_penalty_class=death_penalty_class,
+            )
+            if fetched is not None:
+                return fetched
 
 
 class Worker(SimpleWorker):
@@ -70,8 +140,23 @@ class Worker(SimpleWorker):
         # The running (job, execution), read by one long-lived heartbeat thread: starting a
         # thread per job would cost more than a no-op job itself.
         self._running: tuple[Job, object] | None = None
+        # Per queue: job id -> when this worker first saw it stranded (see requeue_stranded).
+        self._stranded: dict[str, dict[str, float]] = {}
         self._running_lock = threading.Lock()
         self._heart: threading.Thread | None = None
+
+    queue_class = MovingQueue
+
+    def validate_queues(self) -> None:
+        # Any RQ queue will do: `MovingQueue.dequeue_any` needs only their keys.
+        for queue in self.queues:
+            if not isinstance(queue, Queue):
+                raise TypeError(f"{queue!r} is not an RQ queue")
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False):
+        # Every job came through its queue's intermediate list (`MovingQueue`), however many
+        # queues this worker has; RQ takes it off that list when it records the start.
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         return self.lost_after
@@ -109,6 +194,7 @@ class Worker(SimpleWorker):
             # RQ would import and call whatever function a job names; only ours may run,
             # so write access to Redis never becomes running code of someone's choosing.
             log.error("job %s does not call %s; refused, moved to failed", job.id, JOB_FUNCTION)
+            self.connection.lrem(queue.intermediate_queue_key, 1, job.id)
             job.retries_left = None
             self.handle_job_failure(job, queue, exc_string=f"refused: not {JOB_FUNCTION}")
             return
@@ -160,6 +246,8 @@ class Worker(SimpleWorker):
         for queue in self.queues:
             try:
                 requeue_abandoned(queue)
+                sightings = self._stranded.setdefault(queue.name, {})
+                requeue_stranded(queue, sightings, older_than=self.lost_after)
             except redis.RedisError as exc:
                 log.warning("queue %s: could not look for abandoned jobs: %s", queue.name, exc)
         super().clean_registries()
@@ -199,6 +287,36 @@ def requeue_abandoned(queue: Queue, max_requeues: int = MAX_REQUEUES) -> list[st
     return requeued
 
 
+def requeue_stranded(queue: Queue, sightings: dict[str, float], older_than: float) -> list[str]:
+    """Put back the jobs of `queue` taken by a worker that never recorded their start.
+
+    Such a job sits in the queue's intermediate list and not in its started registry. A
+    live worker starts a job within milliseconds of taking it, so a job counts as stranded
+    only when this sweep has seen it there, unstarted, at every sweep for `older_than`
+    seconds. `sightings` (id -> first seen, kept by the caller between sweeps) is updated
+    in place; an id that left the list is forgotten, so an old sighting never condemns a
+    job that came back later.
+    """
+    started = set(queue.started_job_registry.get_job_ids(cleanup=False))
+    script = queue.connection.register_script(REQUEUE_STRANDED)
+    intermediate_key = queue.intermediate_queue_key
+    at = time.monotonic()
+    still: dict[str, float] = {}
+    requeued = []
+    for job_id in queue.intermediate_queue.get_job_ids():
+        if job_id in started:
+            continue
+        first_seen = sightings.get(job_id, at)
+        if at - first_seen < older_than:
+            still[job_id] = first_seen
+        elif script(keys=[intermediate_key, queue.key, Job.key_for(job_id)], args=[job_id]):
+            log.warning("job %s was taken but never started; requeued", job_id)
+            requeued.append(job_id)
+    sightings.clear()
+    sightings.update(still)
+    return requeued
+
+
 def _claim_and_requeue(queue: Queue, registry_key: str, entry: bytes, job: Job) -> bool:
     for _ in range(3):
         with queue.connection.pipeline() as pipe:
@@ -232,7 +350,7 @@ def build_worker(
     if unknown:
         raise ValueError(f"unknown queue(s) {', '.join(unknown)}; choose from {', '.join(QUEUES)}")
     return Worker(
-        [queues[name] for name in names],
+        names,  # the worker opens them as `MovingQueue`s, with its JSON serializer
         connection=connection,
         serializer=JSONSerializer,
         lost_after=settings.worker_lost_after_seconds,
