@@ -62,7 +62,9 @@ def run(
         embedded = EmbeddedRedis().start()
         child_env["REDIS_URL"] = embedded.url
         print(
-            f" redis | embedded Redis at {embedded.url} (set REDIS_URL to use your own)", flush=True
+            f" redis | embedded Redis at {embedded.url}; for `events` and `failed` in "
+            f"another terminal: export REDIS_URL={embedded.url}",
+            flush=True,
         )
     lock = threading.Lock()
     processes: dict[str, subprocess.Popen] = {}
