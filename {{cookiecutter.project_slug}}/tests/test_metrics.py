@@ -170,7 +170,8 @@ def test_worker_metrics_port_takes_the_next_free_one():
     first = serve_worker_metrics(port, addr="127.0.0.1")
     second = serve_worker_metrics(port, addr="127.0.0.1")
     try:
-        assert (first.server_port, second.server_port) == (port, port + 1)
+        # The next free one: port + 1, unless something else holds it.
+        assert first.server_port == port < second.server_port < port + 10
         for server in (first, second):
             url = f"http://127.0.0.1:{server.server_port}/metrics"
             with urllib.request.urlopen(url, timeout=5) as response:

@@ -9,6 +9,7 @@ since the test Redis speaks no TLS.
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -58,12 +59,18 @@ def replay(url: str, path: Path, env: dict) -> subprocess.Popen:
     )
 
 
+def metrics_port_of(log: Path) -> int:
+    """The port a worker says it serves its metrics on."""
+    found = wait_for(lambda: re.search(r"worker metrics on http://[^:]+:(\d+)/", log.read_text()))
+    return int(found.group(1))
+
+
 def test_two_receivers_and_three_workers_handle_each_event_once(redis_url, redis_conn, tmp_path):
     events = [d for _ in range(ROUNDS) for d in with_fresh_ids(read_events(["samples/events"]))]
     envelopes = [d.envelope for d in events]
     batch = tmp_path / "events.jsonl"
     batch.write_text("".join(json.dumps(e) + "\n" for e in envelopes))
-    metrics_port = free_port()  # the workers take this one and the next two
+    metrics_port = free_port()  # each worker takes the first free port from this one
     env = project_env(
         redis_url,
         TW_HANDLER_MODULES="recording_handlers",
@@ -93,13 +100,15 @@ def test_two_receivers_and_three_workers_handle_each_event_once(redis_url, redis
         assert received == [2 * len(events), 2 * len(events)]
         assert (enqueued, duplicates) == (len(events), 3 * len(events))
         # Each worker serves its own handler metrics; together they saw every run.
+        ports = [metrics_port_of(tmp_path / f"worker-{number}.log") for number in range(WORKERS)]
+        assert len(set(ports)) == WORKERS and min(ports) >= metrics_port
         per_worker = [
             totals(
                 f"http://127.0.0.1:{port}/metrics",
                 "tw_handler_duration_seconds_count",
                 handler_prefix="recording_handlers.",
             )
-            for port in range(metrics_port, metrics_port + WORKERS)
+            for port in ports
         ]
     assert sum(per_worker) == len(expected)
     assert sum(1 for count in per_worker if count) >= 2, per_worker  # the work was shared
