@@ -103,6 +103,12 @@ def test_non_ascii_header_is_a_4xx(client, make_event):
         (b'{"id": "evt_1", "type": "order.created", "created": true, "data": {}}', "invalid_event"),
         (b'{"id": "evt_1", "type": "order.created", "created": 1, "data": []}', "invalid_event"),
         (b"[" * 100_000, "invalid_json"),
+        # JSON on the wire is UTF-8: no other encoding, no byte order mark.
+        (
+            '{"id": "evt_1", "type": "ping", "created": 1, "data": {}}'.encode("utf-16"),
+            "invalid_json",
+        ),
+        (b'\xef\xbb\xbf{"id": "evt_1", "type": "ping", "created": 1, "data": {}}', "invalid_json"),
     ],
     ids=lambda v: repr(v)[:30] if isinstance(v, bytes) else v,
 )

@@ -1,5 +1,6 @@
 """Dedupe + enqueue on a real private Redis: exactly once, routed, never half-done."""
 
+import json
 import multiprocessing
 import threading
 import time
@@ -132,6 +133,68 @@ def test_failure_part_way_marks_nothing_seen(settings, redis_conn):
     redis_conn.delete("rq:queue:orders")
     assert intake.submit(event) is True
     assert queue_lengths(redis_conn)["orders"] == 1
+
+
+def test_job_carries_the_signed_body_byte_for_byte(settings, redis_conn):
+    """The worker decodes the very bytes whose signature was checked, whatever their
+    spacing or escapes, not a re-encoding of them."""
+    event = make_event("order.created", {"id": "ord_1", "note": "caf\u00e9 \u2603"})
+    body = json.dumps(event, indent=3, ensure_ascii=False).encode()
+    assert Intake(redis_conn, settings).submit(event, body) is True
+    assert body in redis_conn.hget(f"rq:job:{event['id']}", "data")
+    job = Job.fetch(event["id"], connection=redis_conn, serializer=JSONSerializer)
+    assert list(job.args) == [event]
+
+
+def test_script_is_loaded_again_when_redis_forgot_it(settings, redis_conn):
+    intake = Intake(redis_conn, settings)
+    assert intake.submit(make_event()) is True
+    redis_conn.script_flush()  # as after a Redis restart or failover
+    assert intake.submit(make_event()) is True
+    assert sum(queue_lengths(redis_conn).values()) == 2
+
+
+def test_connection_closed_by_redis_is_reopened(settings, redis_conn):
+    intake = Intake(redis_conn, settings)
+    assert intake.submit(make_event()) is True
+    assert redis_conn.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert intake.submit(make_event()) is True
+
+
+def test_a_late_reply_is_never_read_as_the_next_ones(settings, redis_url, redis_conn):
+    """After a timeout the connection is dropped: had it been kept, the reply still on
+    its way would be taken as the answer to the next event."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=0.2)
+    intake = Intake(client, settings)
+    seen = make_event()
+    assert intake.submit(seen) is True
+    redis_conn.client_pause(600, all=False)  # holds writes and scripts, not reads
+    with pytest.raises(redis.TimeoutError):
+        intake.submit(make_event())
+    time.sleep(0.7)
+    assert intake.submit(seen) is False
+
+
+_inherited: list[Intake] = []
+
+
+def _submit_with_inherited_intake(event):
+    return _inherited[0].submit(event)
+
+
+def test_a_forked_child_uses_a_connection_of_its_own(settings, redis_conn):
+    """As gunicorn's workers do: the app (and its intake) is built before the fork."""
+    intake = Intake(redis_conn, settings)
+    assert intake.submit(make_event()) is True  # the parent's connection is open now
+    _inherited[:] = [intake]
+    opened = redis_conn.info("stats")["total_connections_received"]
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        outcomes = pool.map(_submit_with_inherited_intake, [make_event() for _ in range(20)])
+    assert outcomes == [True] * 20
+    # Sharing the parent's socket would mix up replies; each child opened its own.
+    assert redis_conn.info("stats")["total_connections_received"] > opened
+    assert intake.submit(make_event()) is True
+    assert sum(queue_lengths(redis_conn).values()) == 22
 
 
 def test_redis_unreachable_raises_and_records_nothing(settings):

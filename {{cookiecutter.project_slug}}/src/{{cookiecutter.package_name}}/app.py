@@ -61,8 +61,9 @@ def log_request(status: int, is_delivery: bool) -> None:
     they failed. Only the request id, the event's id and type, the outcome and the latency
     are logged: never a header, a body or a secret.
     """
-    outcome = g.get("outcome", "ok")
-    event = g.get("event")
+    state = g._get_current_object()  # read once: every `g.x` goes through a proxy
+    outcome = state.get("outcome", "ok")
+    event = state.get("event")
     if is_delivery:
         metrics.RECEIVED.inc()
         if outcome == "accepted":
@@ -76,23 +77,25 @@ def log_request(status: int, is_delivery: bool) -> None:
     level = logging.INFO if is_delivery or status >= 400 else logging.DEBUG
     if not log.isEnabledFor(level):
         return
-    latency_ms = round((time.perf_counter() - g.started) * 1000, 2)
-    path = request.path if request.path.isprintable() else repr(request.path)
+    latency_ms = round((time.perf_counter() - state.started) * 1000, 2)
+    method, path = request.method, request.path
+    if not path.isprintable():
+        path = repr(path)
     event_id = event["id"] if event else None
     event_type = event["type"] if event else None
     log.log(
         level,
         "%s %s %d %s%s in %.2f ms (%s)",
-        request.method,
+        method,
         path,
         status,
         outcome,
         f" {event_type} {event_id}" if event else "",
         latency_ms,
-        g.request_id,
+        state.request_id,
         extra={
-            "requestId": g.request_id,
-            "method": request.method,
+            "requestId": state.request_id,
+            "method": method,
             "path": path,
             "status": status,
             "outcome": outcome,
@@ -149,7 +152,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         if settings.capture_max_events:
             archive = capture.entry(envelope, body, request.headers.items(), g.request_id)
         try:
-            added = intake.submit(envelope, archive)
+            added = intake.submit(envelope, body, archive)
         except redis.RedisError as exc:
             log.error("event %s not stored, Redis failed: %s", envelope["id"], exc)
             raise ApiError(

@@ -71,7 +71,9 @@ class Event:
 def parse(body: bytes) -> dict[str, Any]:
     """Decode and validate a raw body; return the envelope as a dict."""
     try:
-        envelope = json.loads(body)
+        # UTF-8 only, as JSON on the wire must be (json.loads would also guess UTF-16 or
+        # skip a BOM): the job carries these very bytes, see `intake.job_data`.
+        envelope = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidEvent("invalid_json", "The body is not valid UTF-8 JSON.") from None
     validate(envelope)

@@ -15,17 +15,19 @@ member about 80. An id is therefore remembered for at least the window and at mo
 bucket (an eighth of it) longer.
 
 The job is an ordinary RQ job: its fields are those RQ's `Queue.create_job` and
-`Job.to_dict` produce, taken once per queue when the intake is built, with the per-event
-ones (payload, timestamps, description) filled in per event, so RQ workers, dashboards and
-registries see the same job `Queue.enqueue` would have written, carrying the envelope as
-JSON, without building an RQ `Job` object on every request.
+`Job.to_dict` produce (less the empty placeholders, which RQ reads as unset), taken once
+per queue when the intake is built, with the per-event ones (payload, timestamps,
+description) filled in per event, so RQ workers, dashboards and registries see the job
+`Queue.enqueue` would have written, without building an RQ `Job` object on every request.
+Its payload is the JSON call RQ's serializer would write, built around the very bytes the
+sender signed, and stored uncompressed, which RQ reads as well: the handler gets exactly
+what was verified, and no request pays to re-encode or compress it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import zlib
 from typing import Any
 
 import redis
@@ -36,6 +38,7 @@ from rq.utils import now, utcformat
 
 from .capture import STREAM_KEY as CAPTURE_STREAM_KEY
 from .config import Settings
+from .connection import ScriptRunner
 from .events import QUEUES, queue_for
 
 SEEN_PREFIX = "tw:seen:"
@@ -70,13 +73,12 @@ redis.call('EXPIREAT', seen, (newest + 1) * bucket + window)
 ENQUEUE_IF_NEW = (
     """
 -- KEYS: job hash, queue list, RQ's set of queue keys
--- ARGV: job id, seen prefix, window, bucket seconds, the job fields shared by every
---       event of the queue (a JSON list), then this event's job fields as field, value...
+-- ARGV: job id, seen prefix, window, bucket seconds, then the job's fields as
+--       field, value, ...
 """
     + _CHECK_SEEN
     + """
-redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[5])))
-redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('SADD', KEYS[3], KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 """
@@ -89,21 +91,20 @@ redis.call('RPUSH', KEYS[2], ARGV[1])
 ENQUEUE_IF_NEW_AND_CAPTURE = (
     """
 -- KEYS: as ENQUEUE_IF_NEW, then the capture stream
--- ARGV: as ENQUEUE_IF_NEW up to the shared job fields, then stream max length, n,
---       n capture fields and values, then this event's job fields as field, value, ...
+-- ARGV: as ENQUEUE_IF_NEW up to the bucket seconds, then the stream's max length, n,
+--       n capture fields and values, then the job's fields as field, value, ...
 """
     + _CHECK_SEEN
     + """
-local n = tonumber(ARGV[7])
-redis.call('HSET', KEYS[1], unpack(cjson.decode(ARGV[5])))
-redis.call('HSET', KEYS[1], unpack(ARGV, 8 + n))
+local n = tonumber(ARGV[6])
+redis.call('HSET', KEYS[1], unpack(ARGV, 7 + n))
 redis.call('SADD', KEYS[3], KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 """
     + _MARK_SEEN
     + """
 -- pcall: an archive that cannot be written never costs the event.
-redis.pcall('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', unpack(ARGV, 8, 7 + n))
+redis.pcall('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 7, 6 + n))
 return 1
 """
 )
@@ -141,8 +142,8 @@ def open_queues(connection: redis.Redis) -> dict[str, Queue]:
     return {name: Queue(name, connection=connection, serializer=JSONSerializer) for name in QUEUES}
 
 
-def _job_fields_shared(queue: Queue, timeout: int, retry: Retry | None) -> str:
-    """The fields RQ writes for every job of `queue`, as the JSON list the scripts take."""
+def _job_fields_shared(queue: Queue, timeout: int, retry: Retry | None) -> tuple[str, ...]:
+    """The fields RQ writes for every job of `queue`, as field, value, ..."""
     job = queue.create_job(
         JOB_FUNCTION, args=({},), timeout=timeout, result_ttl=RESULT_TTL_SECONDS, retry=retry
     )
@@ -150,16 +151,27 @@ def _job_fields_shared(queue: Queue, timeout: int, retry: Retry | None) -> str:
     job._status = JobStatus.QUEUED
     flat: list[str] = []
     for name, value in job.to_dict().items():
-        if value is None or name in PER_EVENT_FIELDS:
+        if value in (None, "") or name in PER_EVENT_FIELDS:
             continue
         if isinstance(value, bytes):
             value = value.decode()
         flat += (name, value if isinstance(value, str) else str(value))
-    return json.dumps(flat)
+    return tuple(flat)
 
 
 # Job fields that differ per event; every other field is the same for a queue's jobs.
 PER_EVENT_FIELDS = frozenset({"data", "created_at", "enqueued_at", "description"})
+
+# RQ's JSON serializer writes a call as `[function, instance, args, kwargs]`; the one
+# argument, the envelope, goes between these two.
+_CALL_HEAD = json.dumps([JOB_FUNCTION, None]).encode()[:-1] + b", ["
+_CALL_TAIL = b"], {}]"
+
+
+def job_data(body: bytes) -> bytes:
+    """RQ's serialized call of `handle_event(envelope)`, with `body` (the envelope's JSON,
+    UTF-8) as the argument, byte for byte."""
+    return _CALL_HEAD + body + _CALL_TAIL
 
 
 class Intake:
@@ -181,22 +193,27 @@ class Intake:
             name: _job_fields_shared(queue, self.job_timeout, self.retry)
             for name, queue in self.queues.items()
         }
+        self._scripts = ScriptRunner(connection)
         self._enqueue_if_new = connection.register_script(ENQUEUE_IF_NEW)
         self.capture_max_events = settings.capture_max_events
         self._enqueue_and_capture = connection.register_script(ENQUEUE_IF_NEW_AND_CAPTURE)
 
-    def submit(self, envelope: dict[str, Any], capture: list[Any] | None = None) -> bool:
+    def submit(
+        self, envelope: dict[str, Any], body: bytes | None = None, capture: list[Any] | None = None
+    ) -> bool:
         """Queue a validated envelope; return False when its id was seen already.
 
-        `capture` is the archive entry (`capture.entry(...)`), written in the same script
-        when capture is on. Raises `redis.RedisError` when Redis cannot be reached;
-        nothing is recorded then.
+        `body` is the envelope's JSON as received (UTF-8); without it the envelope is
+        encoded afresh. `capture` is the archive entry (`capture.entry(...)`), written in
+        the same script when capture is on. Raises `redis.RedisError` when Redis cannot be
+        reached; nothing is recorded then.
         """
         event_id = envelope["id"]
         queue = self.queues[queue_for(envelope["type"])]
         stamp = utcformat(now())
-        # What RQ's Job would store: the serialized (function, instance, args, kwargs).
-        data = zlib.compress(JSONSerializer.dumps((JOB_FUNCTION, None, (envelope,), {})), 1)
+        if body is None:
+            body = json.dumps(envelope).encode()
+        data = job_data(body)
         per_event = [
             "data", data,
             "created_at", stamp,
@@ -204,15 +221,14 @@ class Intake:
             "description", f"{envelope['type']} {event_id}",
         ]  # fmt: skip
         keys = [queue.job_class.key_for(event_id), queue.key, queue.redis_queues_keys]
-        args = [
-            event_id, self.seen_prefix, self.dedupe_window, self.bucket_seconds,
-            self._shared_fields[queue.name],
-        ]  # fmt: skip
+        seen = (event_id, self.seen_prefix, self.dedupe_window, self.bucket_seconds)
+        fields = (*self._shared_fields[queue.name], *per_event)
         if capture and self.capture_max_events:
-            added = self._enqueue_and_capture(
-                keys=[*keys, CAPTURE_STREAM_KEY],
-                args=[*args, self.capture_max_events, len(capture), *capture, *per_event],
+            added = self._scripts.run(
+                self._enqueue_and_capture,
+                [*keys, CAPTURE_STREAM_KEY],
+                [*seen, self.capture_max_events, len(capture), *capture, *fields],
             )
         else:
-            added = self._enqueue_if_new(keys=keys, args=[*args, *per_event])
+            added = self._scripts.run(self._enqueue_if_new, keys, [*seen, *fields])
         return bool(added)
