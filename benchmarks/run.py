@@ -66,15 +66,16 @@ def measure_ingest(args, project, redis_url, conn, report):
     report["load generator"] = "wrk" if use_wrk else "python (loadgen.py)"
     template = ingest.sample_event(project)
     per_run = int(args.seconds * args.max_rate)
-    results = {"bare": [], "receiver": []}
+    results = {"bare": [], "receiver": [], "ceiling": []}
     port = 18000 + (int(time.time()) % 1000)
     apps = {
         "bare": "bare_app:create_app()",
         "receiver": f"{args.package}.app:create_app()",
+        "ceiling": "bare_redis_app:create_app()",
     }
     url_path = ingest_path(args.package, project)
     for run in range(args.runs):
-        for name in ("bare", "receiver"):
+        for name in ("bare", "receiver", "ceiling"):
             conn.flushall()
             requests = loadgen.signed_requests(template, ingest.SECRET, per_run)
             with ingest.gunicorn(project, apps[name], port, redis_url, {}) as base:
@@ -94,12 +95,19 @@ def measure_ingest(args, project, redis_url, conn, report):
                 f"  p99 {result.p99_ms:.2f} ms  errors {result.errors}",
                 flush=True,
             )
-    bare = median([r.rps for r in results["bare"]])
-    recv = median([r.rps for r in results["receiver"]])
-    report["bare"] = results["bare"]
-    report["receiver"] = results["receiver"]
-    report["ingest_ratio"] = recv / bare
-    report["bare_rps"], report["receiver_rps"] = bare, recv
+    report.update(results)
+    report["bare_rps"] = median([r.rps for r in results["bare"]])
+    report["receiver_rps"] = median([r.rps for r in results["receiver"]])
+    report["ceiling_rps"] = median([r.rps for r in results["ceiling"]])
+    # Each run's ratio is taken between neighbours in time, so drift of a shared machine
+    # between runs cancels out; the median of those ratios is the figure.
+    report["ingest_ratio"] = median(
+        [r.rps / b.rps for r, b in zip(results["receiver"], results["bare"], strict=True)]
+    )
+    report["ceiling_ratio"] = median(
+        [c.rps / b.rps for c, b in zip(results["ceiling"], results["bare"], strict=True)]
+    )
+    recv = report["receiver_rps"]
 
     # Latency at half the receiver's peak.
     rate = recv / 2
@@ -230,8 +238,11 @@ def print_table(r: dict, args) -> None:
     if "ingest_ratio" in r:
         rows += [
             ("ingest: receiver / bare Flask (req/s)",
-             f"{r['receiver_rps']:.0f} / {r['bare_rps']:.0f} = {r['ingest_ratio']:.2f}", ">= 0.6",
-             r["ingest_ratio"] >= 0.6),
+             f"{r['receiver_rps']:.0f} / {r['bare_rps']:.0f}, ratio {r['ingest_ratio']:.2f}",
+             ">= 0.6", r["ingest_ratio"] >= 0.6),
+            ("  ceiling: bare Flask + one Redis PING / bare",
+             f"{r['ceiling_rps']:.0f} / {r['bare_rps']:.0f}, ratio {r['ceiling_ratio']:.2f}",
+             "", None),
             ("  bare Flask p50 / p99 at peak",
              "{:.2f} / {:.2f} ms".format(median([x.p50_ms for x in r["bare"]]),
                                          median([x.p99_ms for x in r["bare"]])), "", None),
@@ -256,7 +267,8 @@ def print_table(r: dict, args) -> None:
     width = max(len(row[0]) for row in rows)
     vwidth = max(len(row[1]) for row in rows)
     print(f"load generator: {r.get('load generator', '-')}, {args.connections} connections, "
-          f"{args.seconds:g} s per run, median of {args.runs} runs")  # fmt: skip
+          f"{args.seconds:g} s per run, median of {args.runs} runs (ratios: median of each "
+          "run's ratio)")  # fmt: skip
     print(f"| {'figure':{width}} | {'measured':{vwidth}} | target | ok |")
     print(f"|{'-' * (width + 2)}|{'-' * (vwidth + 2)}|--------|----|")
     for name, value, target, ok in rows:
