@@ -107,6 +107,9 @@ def measure_ingest(args, project, redis_url, conn, report):
     report["ceiling_ratio"] = median(
         [c.rps / b.rps for c, b in zip(results["ceiling"], results["bare"], strict=True)]
     )
+    report["of_ceiling"] = median(
+        [r.rps / c.rps for r, c in zip(results["receiver"], results["ceiling"], strict=True)]
+    )
     recv = report["receiver_rps"]
 
     # Latency at half the receiver's peak.
@@ -243,6 +246,7 @@ def print_table(r: dict, args) -> None:
             ("  ceiling: bare Flask + one Redis PING / bare",
              f"{r['ceiling_rps']:.0f} / {r['bare_rps']:.0f}, ratio {r['ceiling_ratio']:.2f}",
              "", None),
+            ("  receiver / ceiling", f"ratio {r['of_ceiling']:.2f}", "", None),
             ("  bare Flask p50 / p99 at peak",
              "{:.2f} / {:.2f} ms".format(median([x.p50_ms for x in r["bare"]]),
                                          median([x.p99_ms for x in r["bare"]])), "", None),
