@@ -70,7 +70,7 @@ class ScriptRunner:
         self._local = threading.local()
 
     def run(self, script: Script, keys: Sequence, args: Sequence) -> object:
-        """EVALSHA `script` (loading it first if Redis lost it); return its reply."""
+        """EVALSHA `script` (loading it again if Redis lost it); return its reply."""
         command = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
         try:
             return self._call(command)
