@@ -66,28 +66,33 @@ def measure_ingest(args, project, redis_url, conn, report):
     report["load generator"] = "wrk" if use_wrk else "python (loadgen.py)"
     template = ingest.sample_event(project)
     per_run = int(args.seconds * args.max_rate)
-    results = {"bare": [], "receiver": [], "ceiling": []}
+    results = {"bare": [], "receiver": [], "ceiling": [], "minimum": []}
     port = 18000 + (int(time.time()) % 1000)
     apps = {
         "bare": "bare_app:create_app()",
         "receiver": f"{args.package}.app:create_app()",
         "ceiling": "bare_redis_app:create_app()",
+        "minimum": "minimal_app:create_app()",
     }
     url_path = ingest_path(args.package, project)
     for run in range(args.runs):
-        for name in ("bare", "receiver", "ceiling"):
+        for name in ("bare", "receiver", "ceiling", "minimum"):
             conn.flushall()
             requests = loadgen.signed_requests(template, ingest.SECRET, per_run)
-            with ingest.gunicorn(project, apps[name], port, redis_url, {}) as base:
+            env = {"BENCH_PACKAGE": args.package}
+            with ingest.gunicorn(project, apps[name], port, redis_url, env) as base:
                 warm = loadgen.signed_requests(template, ingest.SECRET, 2000)
                 ingest.load(base + url_path, warm, 1, args.connections, use_wrk)
                 queued_before = queued(conn)
                 result = ingest.load(
                     base + url_path, requests, args.seconds, args.connections, use_wrk
                 )
-            if name == "receiver" and queued(conn) - queued_before < result.requests * 0.99:
+            if (
+                name in ("receiver", "minimum")
+                and queued(conn) - queued_before < result.requests * 0.99
+            ):
                 print(
-                    f"  warning: receiver queued {queued(conn) - queued_before} of {result.requests}"
+                    f"  warning: {name} queued {queued(conn) - queued_before} of {result.requests}"
                 )
             results[name].append(result)
             print(
@@ -99,6 +104,7 @@ def measure_ingest(args, project, redis_url, conn, report):
     report["bare_rps"] = median([r.rps for r in results["bare"]])
     report["receiver_rps"] = median([r.rps for r in results["receiver"]])
     report["ceiling_rps"] = median([r.rps for r in results["ceiling"]])
+    report["minimum_rps"] = median([r.rps for r in results["minimum"]])
     # Each run's ratio is taken between neighbours in time, so drift of a shared machine
     # between runs cancels out; the median of those ratios is the figure.
     report["ingest_ratio"] = median(
@@ -106,6 +112,12 @@ def measure_ingest(args, project, redis_url, conn, report):
     )
     report["ceiling_ratio"] = median(
         [c.rps / b.rps for c, b in zip(results["ceiling"], results["bare"], strict=True)]
+    )
+    report["minimum_ratio"] = median(
+        [m.rps / b.rps for m, b in zip(results["minimum"], results["bare"], strict=True)]
+    )
+    report["of_minimum"] = median(
+        [r.rps / m.rps for r, m in zip(results["receiver"], results["minimum"], strict=True)]
     )
     report["of_ceiling"] = median(
         [r.rps / c.rps for r, c in zip(results["receiver"], results["ceiling"], strict=True)]
@@ -247,6 +259,10 @@ def print_table(r: dict, args) -> None:
              f"{r['ceiling_rps']:.0f} / {r['bare_rps']:.0f}, ratio {r['ceiling_ratio']:.2f}",
              "", None),
             ("  receiver / ceiling", f"ratio {r['of_ceiling']:.2f}", "", None),
+            ("  contract minimum (verify, parse, intake script) / bare",
+             f"{r['minimum_rps']:.0f} / {r['bare_rps']:.0f}, ratio {r['minimum_ratio']:.2f}",
+             "", None),
+            ("  receiver / contract minimum", f"ratio {r['of_minimum']:.2f}", "", None),
             ("  bare Flask p50 / p99 at peak",
              "{:.2f} / {:.2f} ms".format(median([x.p50_ms for x in r["bare"]]),
                                          median([x.p99_ms for x in r["bare"]])), "", None),
