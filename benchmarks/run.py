@@ -61,6 +61,13 @@ def median(values):
     return statistics.median(values)
 
 
+def run_ratio(results: dict, top: str, bottom: str) -> float:
+    """The median of each run's `top` ÷ `bottom`. Each run's ratio is taken between
+    neighbours in time, so drift of a shared machine between runs cancels out."""
+    pairs = zip(results[top], results[bottom], strict=True)
+    return median([t.rps / b.rps for t, b in pairs])
+
+
 def measure_ingest(args, project, redis_url, conn, report):
     use_wrk = loadgen.have_wrk() and not args.python_loadgen
     report["load generator"] = "wrk" if use_wrk else "python (loadgen.py)"
@@ -101,27 +108,13 @@ def measure_ingest(args, project, redis_url, conn, report):
                 flush=True,
             )
     report.update(results)
-    report["bare_rps"] = median([r.rps for r in results["bare"]])
-    report["receiver_rps"] = median([r.rps for r in results["receiver"]])
-    report["ceiling_rps"] = median([r.rps for r in results["ceiling"]])
-    report["minimum_rps"] = median([r.rps for r in results["minimum"]])
-    # Each run's ratio is taken between neighbours in time, so drift of a shared machine
-    # between runs cancels out; the median of those ratios is the figure.
-    report["ingest_ratio"] = median(
-        [r.rps / b.rps for r, b in zip(results["receiver"], results["bare"], strict=True)]
-    )
-    report["ceiling_ratio"] = median(
-        [c.rps / b.rps for c, b in zip(results["ceiling"], results["bare"], strict=True)]
-    )
-    report["minimum_ratio"] = median(
-        [m.rps / b.rps for m, b in zip(results["minimum"], results["bare"], strict=True)]
-    )
-    report["of_minimum"] = median(
-        [r.rps / m.rps for r, m in zip(results["receiver"], results["minimum"], strict=True)]
-    )
-    report["of_ceiling"] = median(
-        [r.rps / c.rps for r, c in zip(results["receiver"], results["ceiling"], strict=True)]
-    )
+    for name, runs in results.items():
+        report[f"{name}_rps"] = median([r.rps for r in runs])
+    report["ingest_ratio"] = run_ratio(results, "receiver", "bare")
+    report["ceiling_ratio"] = run_ratio(results, "ceiling", "bare")
+    report["minimum_ratio"] = run_ratio(results, "minimum", "bare")
+    report["of_minimum"] = run_ratio(results, "receiver", "minimum")
+    report["of_ceiling"] = run_ratio(results, "receiver", "ceiling")
     recv = report["receiver_rps"]
 
     # Latency at half the receiver's peak.
