@@ -11,10 +11,8 @@ from {{ cookiecutter.package_name }}.testing import make_event, run_worker
 @pytest.fixture
 def handlers():
     """Two handlers for orders: `books` always succeeds, `mails` fails while `broken` is set.
-    Returns the run log and the switch; the sample handlers are restored afterwards."""
-    registry.load()  # so that the worker does not load the sample handlers after this
-    saved = list(registry._handlers)
-    registry._handlers.clear()
+    Returns the run log and the switch."""
+    registry.clear_handlers()  # `testing._only_project_handlers` puts them back after the test
     runs: list[tuple[str, str]] = []
     state = {"broken": False}
 
@@ -28,8 +26,7 @@ def handlers():
 
     registry.on("order.*")(books)
     registry.on("order.*")(mails)
-    yield runs, state
-    registry._handlers[:] = saved
+    return runs, state
 
 
 @pytest.fixture

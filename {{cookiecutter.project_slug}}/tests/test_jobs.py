@@ -14,12 +14,10 @@ from {{ cookiecutter.package_name }}.testing import make_event, run_worker
 
 @pytest.fixture
 def calls():
-    """Swap the sample handlers for recording ones; restore them afterwards."""
-    saved = list(registry._handlers)
-    registry._handlers.clear()
+    """Swap the sample handlers for recording ones."""
+    registry.clear_handlers()  # `testing._only_project_handlers` puts them back after the test
     log: list[tuple[str, str]] = []
-    yield log
-    registry._handlers[:] = saved
+    return log
 
 
 def record(name, log, fail_times=0):

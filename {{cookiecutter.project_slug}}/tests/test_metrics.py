@@ -55,12 +55,9 @@ def delta(before: dict, after: dict, name: str, **labels: str) -> float:
 
 @pytest.fixture
 def handlers():
-    """Swap the sample handlers for the test's own; restore them afterwards."""
-    registry.load()  # the sample handlers, so that they are what is restored
-    saved = list(registry._handlers)
-    registry._handlers.clear()
-    yield registry
-    registry._handlers[:] = saved
+    """Swap the sample handlers for the test's own."""
+    registry.clear_handlers()  # `testing._only_project_handlers` puts them back after the test
+    return registry
 
 
 # --- the web tier ----------------------------------------------------------------------

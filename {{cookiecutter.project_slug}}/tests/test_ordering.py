@@ -89,8 +89,7 @@ def test_accepted_events_always_move_forward(redis_server_url, order):
 @pytest.fixture
 def prices(redis_conn):
     """Two price handlers, one guarded and one not, storing the current price per listing."""
-    saved = list(registry._handlers)
-    registry._handlers.clear()
+    registry.clear_handlers()  # `testing._only_project_handlers` puts them back after the test
 
     @newest_only(key=lambda e: e.object["listingId"])
     def guarded(e):
@@ -101,8 +100,6 @@ def prices(redis_conn):
 
     registry.on("price.updated")(guarded)
     registry.on("price.updated")(unguarded)
-    yield
-    registry._handlers[:] = saved
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -102,8 +102,13 @@ class Registry:
                 _import_fresh(f"{name}.{info.name}")
             self._loaded.add(name)
 
+    def clear_handlers(self) -> None:
+        """Forget every handler, but not which modules were loaded, so that none is imported
+        again: for a test that registers handlers of its own."""
+        self._handlers.clear()
+
     def clear(self) -> None:
-        """Forget every handler (for tests)."""
+        """Forget every handler and every loaded module (for tests)."""
         self._handlers.clear()
         self._loaded.clear()
 
