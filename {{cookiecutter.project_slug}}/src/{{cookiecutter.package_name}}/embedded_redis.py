@@ -67,8 +67,10 @@ class EmbeddedRedis:
             "--appendfsync", "always",
             "--loglevel", "warning",
         ]  # fmt: skip
+        # A session of its own: Ctrl-C in a terminal signals the whole foreground group,
+        # and Redis must outlive the processes that use it until `stop()`.
         self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + timeout
