@@ -1,5 +1,7 @@
 """`events list|show` and `failed list|retry` on a real private Redis, with real worker bursts."""
 
+import dataclasses
+
 import pytest
 
 from {{ cookiecutter.package_name }} import cli, inspect_events
@@ -71,6 +73,23 @@ def test_failed_after_every_retry_with_attempts_and_last_error(handlers, setting
     assert "HandlerFailed" in info.error_summary
     assert [name.rsplit(".", 1)[-1] for name in info.handlers_done] == ["books"]
     assert inspect_events.failed_ids(redis_conn) == [event["id"]]
+
+
+def test_an_event_waiting_for_a_retry_shows_why(handlers, settings, redis_conn):
+    runs, state = handlers
+    state["broken"] = True
+    settings = dataclasses.replace(settings, retry_base_seconds=60)
+    [event] = submit(redis_conn, settings, "order.created")
+    run_worker(redis_conn, settings)
+    info = inspect_events.show(redis_conn, event["id"])
+    assert (info.status, info.attempts, info.retries_left) == (
+        "scheduled",
+        1,
+        settings.retry_max - 1,
+    )
+    assert runs.count(("mails", event["id"])) == 1  # its retry is a minute away
+    assert "mail server down" in info.last_error
+    assert "HandlerFailed" in info.error_summary
 
 
 def test_retry_keeps_the_handlers_that_succeeded(handlers, settings, redis_conn):

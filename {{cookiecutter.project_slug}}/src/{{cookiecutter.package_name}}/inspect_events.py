@@ -31,6 +31,7 @@ from .config import Settings
 from .events import QUEUES
 from .intake import is_seen
 from .jobs import DONE_META_KEY
+from .worker import LAST_ERROR_META_KEY
 
 # RQ's job statuses in the words the commands use.
 STATUS_NAMES = {
@@ -106,7 +107,11 @@ def info_from_job(job: Job, seen: bool = False) -> EventInfo:
     status = job.get_status(refresh=False)
     last_error = ""
     if status != JobStatus.FINISHED:
-        latest = job.latest_result()
+        # RQ writes a result only for the final outcome; the error of a run that left the
+        # job waiting for a retry is kept in the job by the worker.
+        if status != JobStatus.FAILED:
+            last_error = job.meta.get(LAST_ERROR_META_KEY, "")
+        latest = job.latest_result() if not last_error else None
         if latest is not None and latest.type != Result.Type.SUCCESSFUL:
             last_error = latest.exc_string or ""
     return EventInfo(
@@ -199,6 +204,7 @@ def retry(connection: redis.Redis, settings: Settings, event_id: str) -> Job:
     if job is None:
         raise NotFailed(f"no job for event {event_id}")
     job.meta[EARLIER_ATTEMPTS_META_KEY] = attempts(job)
+    job.meta.pop(LAST_ERROR_META_KEY, None)  # older than the final failure's result
     job.retries_left = settings.retry_max or None
     job.retry_intervals = settings.retry_intervals or None
     registry = FailedJobRegistry(job.origin, connection=connection, serializer=JSONSerializer)

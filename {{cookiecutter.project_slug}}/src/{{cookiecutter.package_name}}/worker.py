@@ -51,6 +51,9 @@ from .registry import registry
 log = logging.getLogger(__name__)
 
 ABANDONED_META_KEY = "abandoned"
+# The error of the failed run that left the job waiting for a retry (RQ records an error
+# only once the retries are used up), for `events show`.
+LAST_ERROR_META_KEY = "last_error"
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 # A job abandoned this often is likely what kills its workers (a "poison" event). It is
 # then left to RQ, which spends one handler retry per further crash and finally moves it
@@ -188,6 +191,12 @@ class Worker(SimpleWorker):
             super().run_maintenance_tasks()
         except REDIS_DOWN as exc:
             log.warning("maintenance skipped, Redis is unreachable: %s", exc)
+
+    def handle_job_failure(self, job: Job, queue: Queue, *args, exc_string: str = "", **kwargs):
+        if job.should_retry:
+            # Saved with the job by RQ's retry, in the same pipeline: no extra round trip.
+            job.meta[LAST_ERROR_META_KEY] = exc_string
+        super().handle_job_failure(job, queue, *args, exc_string=exc_string, **kwargs)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         if not _is_ours(job):
