@@ -30,8 +30,7 @@ from . import capture
 from .config import Settings
 from .events import QUEUES
 from .intake import is_seen
-from .jobs import DONE_META_KEY
-from .worker import LAST_ERROR_META_KEY
+from .jobs import DONE_META_KEY, LAST_ERROR_META_KEY
 
 # RQ's job statuses in the words the commands use.
 STATUS_NAMES = {

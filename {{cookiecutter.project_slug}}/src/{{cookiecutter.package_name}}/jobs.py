@@ -24,6 +24,9 @@ from .registry import registry
 log = logging.getLogger(__name__)
 
 DONE_META_KEY = "handlers_done"
+# The error of the failed run that left the job waiting for a retry (RQ records an error
+# only once the retries are used up), kept by the worker for `events show`.
+LAST_ERROR_META_KEY = "last_error"
 # How long to keep trying to write down a handler that succeeded while Redis is away;
 # giving up would make the retry run that handler a second time.
 REMEMBER_PATIENCE_SECONDS = 30

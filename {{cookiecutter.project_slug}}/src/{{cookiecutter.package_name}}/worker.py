@@ -46,14 +46,12 @@ from .config import Settings
 from .connection import connect
 from .events import QUEUES
 from .intake import JOB_FUNCTION, open_queues
+from .jobs import LAST_ERROR_META_KEY
 from .registry import registry
 
 log = logging.getLogger(__name__)
 
 ABANDONED_META_KEY = "abandoned"
-# The error of the failed run that left the job waiting for a retry (RQ records an error
-# only once the retries are used up), for `events show`.
-LAST_ERROR_META_KEY = "last_error"
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 # A job abandoned this often is likely what kills its workers (a "poison" event). It is
 # then left to RQ, which spends one handler retry per further crash and finally moves it
