@@ -3,6 +3,7 @@
 import dataclasses
 
 import pytest
+from processes import PACKAGE
 
 from {{ cookiecutter.package_name }} import cli, inspect_events
 from {{ cookiecutter.package_name }}.intake import Intake
@@ -174,6 +175,11 @@ def test_events_list_and_show_commands(handlers, settings, redis_conn, cli_env, 
     assert rows[ok["id"]][1:4] == ["order.created", "queued", "0"]
     assert rows[bad["id"]][1:4] == ["order.refunded", "failed", "4"]
     assert "HandlerFailed" in " ".join(rows[bad["id"]])
+    # The error is a column of its own, in full (a traceback's last line).
+    bad_line = next(line for line in table if line.startswith(bad["id"]))
+    error = bad_line[table[0].index("error") :]
+    assert error == inspect_events.show(redis_conn, bad["id"]).error_summary
+    assert error.startswith(f"{PACKAGE}.jobs.HandlerFailed: ") and "mail server down" in error
 
     assert cli.main(["events", "list", "--status", "queued"]) == 0
     assert bad["id"] not in capsys.readouterr().out

@@ -80,13 +80,12 @@ def _event_table(infos: list[inspect_events.EventInfo]) -> str:
     for info in infos:
         rows.append((
             info.id, info.type, info.status, str(info.attempts),
-            _when(info.ended_at or info.enqueued_at), info.error_summary[:60],
+            _when(info.ended_at or info.enqueued_at), info.error_summary,
         ))  # fmt: skip
+    # Every column padded but the last, the error, which may be long: `events show` has it all.
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + row[-1]
-        for row in rows
-    ).rstrip()
+    lines = ("  ".join([*map(str.ljust, row, widths), row[-1]]).rstrip() for row in rows)
+    return "\n".join(lines)
 
 
 def cmd_events_list(args: argparse.Namespace, settings: Settings) -> int:
