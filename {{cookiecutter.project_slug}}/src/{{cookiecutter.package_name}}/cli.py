@@ -288,11 +288,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_env()
         logs.configure(settings.log_format, settings.log_level)
         return args.func(args, settings)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
+    except FileNotFoundError as exc:
+        print(f"error: no such file or folder: {exc.filename}", file=sys.stderr)
+        return 2
+    except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except redis.ConnectionError as exc:
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
         print(f"error: cannot reach Redis ({exc}); check REDIS_URL", file=sys.stderr)
+        return 2
+    except redis.ResponseError as exc:
+        # Connected, then refused: most often a database number or a user REDIS_URL gets wrong.
+        print(f"error: Redis refused ({exc}); check REDIS_URL", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

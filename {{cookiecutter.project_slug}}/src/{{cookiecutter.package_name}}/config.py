@@ -7,12 +7,14 @@ working directory is read first; variables already set in the environment win ov
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 # Chosen when the project was generated; TW_WEBHOOK_PATH overrides it.
 DEFAULT_WEBHOOK_PATH = "{{ cookiecutter.webhook_path }}"
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class ConfigError(Exception):
@@ -62,7 +64,9 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def _int(
+    env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int | None = None
+) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
@@ -72,7 +76,20 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {value}")
     return value
+
+
+def _redis_url(env: Mapping[str, str]) -> str:
+    url = env.get("REDIS_URL", "").strip() or Settings.redis_url
+    if not url.startswith(REDIS_URL_SCHEMES):
+        # Not echoed: a URL may hold a password.
+        raise ConfigError(
+            f"REDIS_URL must start with {', '.join(REDIS_URL_SCHEMES)} "
+            "(e.g. redis://localhost:6379/0)"
+        )
+    return url
 
 
 def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
@@ -95,9 +112,14 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     log_format = env.get("TW_LOG_FORMAT", "text").strip().lower() or "text"
     if log_format not in ("text", "json"):
         raise ConfigError(f"TW_LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
+    log_level = env.get("TW_LOG_LEVEL", "").strip().upper() or "INFO"
+    if log_level not in logging.getLevelNamesMapping():
+        raise ConfigError(
+            f"TW_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {log_level!r}"
+        )
     return Settings(
         secrets=_split(env.get("TW_WEBHOOK_SECRETS", "")),
-        redis_url=env.get("REDIS_URL", "").strip() or Settings.redis_url,
+        redis_url=_redis_url(env),
         redis_sentinels=_sentinels(env.get("TW_REDIS_SENTINELS", "")),
         redis_sentinel_master=env.get("TW_REDIS_SENTINEL_MASTER", "").strip()
         or Settings.redis_sentinel_master,
@@ -115,8 +137,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         retry_max_seconds=_int(env, "TW_RETRY_MAX_SECONDS", 3600),
         capture_max_events=_int(env, "TW_CAPTURE_MAX_EVENTS", 0),
         log_format=log_format,
-        log_level=env.get("TW_LOG_LEVEL", "INFO").strip().upper() or "INFO",
-        worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0),
+        log_level=log_level,
+        worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0, maximum=65535),
     )
 
 

@@ -88,9 +88,11 @@ def run(
             threading.Thread(target=_pump, args=(name, process.stdout, lock), daemon=True).start()
         print(f"   dev | receiver on http://{host}:{port}; Ctrl-C stops everything", flush=True)
         while not stopping.wait(0.2):
-            exited = {n: p.returncode for n, p in processes.items() if p.poll() is not None}
-            if exited:
-                print(f"   dev | {exited} exited; stopping the rest", flush=True)
+            ended = [
+                f"{n} (exit {p.returncode})" for n, p in processes.items() if p.poll() is not None
+            ]
+            if ended:
+                print(f"   dev | {', '.join(ended)} ended; stopping the rest", flush=True)
                 status = 1
                 break
     finally:

@@ -42,7 +42,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text, current_timestamp
 from rq.worker import WorkerStatus
 
-from .config import Settings
+from .config import ConfigError, Settings
 from .connection import connect
 from .events import QUEUES
 from .intake import JOB_FUNCTION, open_queues
@@ -348,7 +348,16 @@ def build_worker(
     connection: redis.Redis | None = None,
 ) -> Worker:
     """A worker for `queue_names` (default: all, orders first), handlers loaded."""
-    registry.load(settings.handler_modules)
+    try:
+        registry.load(settings.handler_modules)
+    except ModuleNotFoundError as exc:
+        named = [m for m in settings.handler_modules if f"{m}.".startswith(f"{exc.name}.")]
+        if not named:
+            raise  # a handler module imports something missing: its traceback says what
+        raise ConfigError(
+            f"TW_HANDLER_MODULES names {named[0]!r}, but there is no module {exc.name!r}: "
+            "is it installed, or on PYTHONPATH?"
+        ) from None
     if connection is None:
         connection = connect(settings)
     queues = open_queues(connection)
