@@ -141,7 +141,8 @@ def cmd_events_export(args: argparse.Namespace, settings: Settings) -> int:
     print(f"exported {count} event(s) to {where}", file=sys.stderr)
     if not count and not capture.size(connection):
         print(
-            "nothing is captured: set TW_CAPTURE_MAX_EVENTS on the receiver to archive events",
+            "the capture archive in this Redis is empty: the receiver archives the events it "
+            "accepts only while TW_CAPTURE_MAX_EVENTS is set",
             file=sys.stderr,
         )
     return 0
