@@ -82,3 +82,19 @@ def test_a_handler_module_missing_a_dependency_keeps_its_traceback(
     settings = dataclasses.replace(settings, handler_modules=("needs_more",))
     with pytest.raises(ModuleNotFoundError, match="not_installed_anywhere"):
         build_worker(settings, connection=redis_conn)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["replay", "--copies", "0", "samples"],
+        ["replay", "--concurrency", "-1", "samples"],
+        ["events", "list", "--limit", "-1"],
+        ["failed", "list", "--limit", "x"],
+    ],
+)
+def test_a_count_below_one_is_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as refused:
+        cli.main(argv)
+    assert refused.value.code == 2
+    assert "want a whole number of at least 1" in capsys.readouterr().err

@@ -202,6 +202,17 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     return devserver.run(load_environment(), args.host, args.port, reload=not args.no_reload)
 
 
+def _count(value: str) -> int:
+    """An argparse type: a whole number, at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"want a whole number of at least 1, got {value!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="{{ cookiecutter.project_slug }}",
@@ -223,13 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--url", help=f"receiver URL (default: {DEFAULT_URL}<webhook path>)")
     rep.add_argument("--secret", action="append", help="sign with this secret instead")
     rep.add_argument("--fresh-ids", action="store_true", help="give every event a new id")
-    rep.add_argument("--copies", type=int, default=1, metavar="N", help="send each event N times")
+    rep.add_argument(
+        "--copies", type=_count, default=1, metavar="N", help="send each event N times"
+    )
     rep.add_argument("--shuffle", action="store_true", help="send in random order")
     rep.add_argument("--seed", type=int, help="seed for --shuffle, to repeat an order")
-    rep.add_argument("--concurrency", type=int, default=1, metavar="N", help="parallel senders")
+    rep.add_argument("--concurrency", type=_count, default=1, metavar="N", help="parallel senders")
     rep.add_argument("--rate", type=float, default=0.0, help="at most this many requests/s")
     rep.add_argument(
-        "--max-attempts", type=int, default=6, metavar="N",
+        "--max-attempts", type=_count, default=6, metavar="N",
         help="attempts per event on 429/409/5xx/network errors, with exponential backoff",
     )  # fmt: skip
     rep.add_argument("--dry-run", action="store_true", help="print curl commands, send nothing")
@@ -254,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     evs_commands = evs.add_subparsers(dest="events_command", required=True, metavar="ACTION")
     lst = evs_commands.add_parser("list", help="recent events with their status")
     lst.add_argument("--status", choices=inspect_events.STATUSES, help="only this status")
-    lst.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (default 20)")
+    lst.add_argument("--limit", type=_count, default=20, metavar="N", help="at most N (default 20)")
     lst.set_defaults(func=cmd_events_list)
     show = evs_commands.add_parser("show", help="one event: status, attempts, last error")
     show.add_argument("id", help="the event id (evt_...)")
@@ -266,13 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
     exp.add_argument("--type", help="only this type: order.created, order.* or *")
     exp.add_argument("--since", help="received at or after: unix seconds or ISO date/time")
-    exp.add_argument("--limit", type=int, metavar="N", help="only the N most recent")
+    exp.add_argument("--limit", type=_count, metavar="N", help="only the N most recent")
     exp.set_defaults(func=cmd_events_export)
 
     failed = commands.add_parser("failed", help="events whose handlers failed every retry")
     failed_commands = failed.add_subparsers(dest="failed_command", required=True, metavar="ACTION")
     flist = failed_commands.add_parser("list", help="failed events, newest first")
-    flist.add_argument("--limit", type=int, default=50, metavar="N", help="at most N (default 50)")
+    flist.add_argument(
+        "--limit", type=_count, default=50, metavar="N", help="at most N (default 50)"
+    )
     flist.set_defaults(func=cmd_failed_list)
     fretry = failed_commands.add_parser(
         "retry", help="requeue failed events; handlers that succeeded are not run again"
