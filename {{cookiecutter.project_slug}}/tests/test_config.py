@@ -98,3 +98,10 @@ def test_a_count_below_one_is_refused_by_the_parser(argv, capsys):
         cli.main(argv)
     assert refused.value.code == 2
     assert "want a whole number of at least 1" in capsys.readouterr().err
+
+
+def test_an_export_type_that_is_no_pattern_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["events", "export", "--type", "order*"])
+    assert refused.value.code == 2
+    assert "bad event type pattern 'order*'" in capsys.readouterr().err

@@ -22,6 +22,8 @@ from typing import BinaryIO
 
 import redis
 
+from .events import type_matches
+
 STREAM_KEY = "tw:capture"
 # A header whose lower-cased name contains any of these is never archived.
 SECRET_HEADER_WORDS = (
@@ -90,15 +92,6 @@ class Captured:
             headers=json.loads(text("headers") or "{}"),
             body=fields.get(b"body", b""),
         )
-
-
-def type_matches(pattern: str, event_type: str) -> bool:
-    """`*`, a family (`order.*`) or an exact type, as in `@on(...)`."""
-    if pattern == "*":
-        return True
-    if pattern.endswith(".*"):
-        return event_type.startswith(pattern[:-1])
-    return event_type == pattern
 
 
 def read(

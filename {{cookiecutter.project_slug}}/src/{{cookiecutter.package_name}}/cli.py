@@ -19,7 +19,7 @@ import redis
 from . import capture, inspect_events, logs, replay, signature
 from .config import ConfigError, Settings, load_environment, settings_from_env
 from .connection import connect
-from .events import QUEUES
+from .events import QUEUES, check_type_pattern
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -213,6 +213,15 @@ def _count(value: str) -> int:
     return number
 
 
+def _type_pattern(value: str) -> str:
+    """An argparse type: an event type pattern, as `@on` takes them."""
+    try:
+        check_type_pattern(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="{{ cookiecutter.project_slug }}",
@@ -277,7 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write captured events as JSON Lines, which replay reads"
     )
     exp.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
-    exp.add_argument("--type", help="only this type: order.created, order.* or *")
+    exp.add_argument(
+        "--type", type=_type_pattern, help="only this type: order.created, order.* or *"
+    )
     exp.add_argument("--since", help="received at or after: unix seconds or ISO date/time")
     exp.add_argument("--limit", type=_count, metavar="N", help="only the N most recent")
     exp.set_defaults(func=cmd_events_export)

@@ -102,3 +102,22 @@ def validate(envelope: Any) -> None:
 def queue_for(event_type: str) -> str:
     """The queue an event type is routed to."""
     return FAMILY_QUEUES.get(event_type.partition(".")[0], OTHER_QUEUE)
+
+
+def check_type_pattern(pattern: str) -> None:
+    """Raise `ValueError` unless `pattern` is an exact type, a family or `*`."""
+    body = pattern[:-2] if pattern.endswith(".*") else pattern
+    if pattern != "*" and (not body or "*" in body):
+        raise ValueError(
+            f"bad event type pattern {pattern!r}: use an exact type ('order.created'), "
+            "a family ('order.*') or '*'"
+        )
+
+
+def type_matches(pattern: str, event_type: str) -> bool:
+    """Whether `event_type` is one `pattern` stands for (see `check_type_pattern`)."""
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        return event_type.startswith(pattern[:-1])
+    return event_type == pattern

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from .events import Event
+from .events import Event, check_type_pattern, type_matches
 
 HandlerFunc = Callable[[Event], Any]
 HANDLERS_PACKAGE = f"{__package__}.handlers"
@@ -34,20 +34,7 @@ class Handler:
         return f"{self.func.__module__}.{self.func.__qualname__}"
 
     def matches(self, event_type: str) -> bool:
-        if self.pattern == "*":
-            return True
-        if self.pattern.endswith(".*"):
-            return event_type.startswith(self.pattern[:-1])
-        return event_type == self.pattern
-
-
-def _check_pattern(pattern: str) -> None:
-    body = pattern[:-2] if pattern.endswith(".*") else pattern
-    if pattern != "*" and (not body or "*" in body):
-        raise ValueError(
-            f"bad handler pattern {pattern!r}: use an exact type ('order.created'), "
-            "a family ('order.*') or '*'"
-        )
+        return type_matches(self.pattern, event_type)
 
 
 def _import_fresh(name: str) -> ModuleType:
@@ -68,7 +55,7 @@ class Registry:
         if not patterns:
             raise ValueError("@on needs at least one event type, e.g. @on('order.created')")
         for pattern in patterns:
-            _check_pattern(pattern)
+            check_type_pattern(pattern)
 
         def decorator(func: HandlerFunc) -> HandlerFunc:
             for pattern in patterns:
