@@ -115,7 +115,8 @@ def main() -> None:
     make_scripts_executable(project_dir)
     print(
         f"Created {slug}/ with a fresh webhook secret in {slug}/.env (git-ignored).\n"
-        f"Next: cd {slug} && python -m pip install -e '.[dev]' && {slug} dev"
+        f"Next: cd {slug} && python -m venv .venv && . .venv/bin/activate\n"
+        f"      python -m pip install -e '.[dev]' && {slug} dev"
     )
 
 
