@@ -1,0 +1,33 @@
+"""Programs some tests need that pip does not install: promtool and prometheus (Debian's
+`prometheus` package), chromium and chromedriver (Debian's `chromium`, `chromium-driver`).
+
+Where one is missing, its tests are skipped with a line saying what to install, unless
+`REQUIRE_TEST_TOOLS=1` is set: then they fail, so a CI run that meant to have them cannot
+pass by skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+PACKAGES = {
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
+}
+
+
+def require(program: str) -> str:
+    """The path of `program`, or skip (fail under REQUIRE_TEST_TOOLS=1) when it is missing."""
+    path = shutil.which(program)
+    if path:
+        return path
+    package = PACKAGES.get(program, program)
+    message = f"{program} not found on PATH (Debian: apt-get install {package})"
+    if os.environ.get("REQUIRE_TEST_TOOLS") == "1":
+        pytest.fail(message + "; REQUIRE_TEST_TOOLS=1 makes this a failure")
+    pytest.skip(message)
