@@ -290,16 +290,42 @@ def test_two_bakes_get_different_secrets(default_bake, cookies):
     assert secret(default_bake.path) != secret(Path(other.project_path))
 
 
+# A partner's handler at its worst: importing it writes a file, and it raises on every event.
+BOOM_HANDLER = """\
+from pathlib import Path
+
+from . import Event, on
+
+Path({marker!r}).write_text("imported")
+
+
+@on("*")
+def boom(event: Event) -> None:
+    Path({marker!r}).write_text("ran")
+    raise RuntimeError("boom")
+"""
+
+
 @pytest.mark.slow
-def test_generated_test_suite_passes(default_bake):
+def test_generated_test_suite_passes(default_bake, tmp_path):
+    """The generated suite passes, with a partner's handler in `handlers/` that raises on
+    every event: the project's tests run handlers of their own and never import that
+    package's modules (the example test loads the one sample module it is about)."""
     root = default_bake.path
-    proc = run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-        root,
-        timeout=SLOW_TIMEOUT,
-        env=clean_env(PYTHONPATH=str(root / "src")),
-    )
+    marker = tmp_path / "boom-touched"
+    boom = root / "src" / default_bake.package / "handlers" / "boom.py"
+    boom.write_text(BOOM_HANDLER.format(marker=str(marker)), encoding="utf-8")
+    try:
+        proc = run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+            root,
+            timeout=SLOW_TIMEOUT,
+            env=clean_env(PYTHONPATH=str(root / "src")),
+        )
+    finally:
+        boom.unlink()  # the other tests of this bake see the project as generated
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    assert not marker.exists(), f"the partner's handler was {marker.read_text()}"
 
 
 @pytest.mark.slow

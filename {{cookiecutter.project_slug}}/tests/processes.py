@@ -31,6 +31,9 @@ def project_env(redis_url: str, **extra: str) -> dict[str, str]:
     env.update(
         PYTHONPATH=os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         REDIS_URL=redis_url,
+        # Not the project's `handlers` package: its code may call a real API. A test names
+        # the handler modules it wants with TW_HANDLER_MODULES.
+        TW_HANDLERS_PACKAGE="",
         TW_WEBHOOK_SECRETS=TEST_SECRET,
         TW_RETRY_BASE_SECONDS="1",
         PYTHONUNBUFFERED="1",

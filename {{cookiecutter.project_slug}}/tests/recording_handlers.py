@@ -8,7 +8,8 @@ import os
 
 import redis
 
-from {{ cookiecutter.package_name }}.handlers import Event, on
+from {{ cookiecutter.package_name }}.events import Event
+from {{ cookiecutter.package_name }}.registry import on
 
 RUNS_KEY = "test:runs"  # hash: "<handler>:<event id>" -> number of runs
 

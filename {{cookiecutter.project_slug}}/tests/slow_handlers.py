@@ -12,7 +12,8 @@ import time
 
 import redis
 
-from {{ cookiecutter.package_name }}.handlers import Event, on
+from {{ cookiecutter.package_name }}.events import Event
+from {{ cookiecutter.package_name }}.registry import on
 
 STARTS_KEY = "test:slow:starts"  # hash: event id -> times `slow` started
 FINISHES_KEY = "test:slow:finishes"  # hash: event id -> times `slow` finished

@@ -1,10 +1,12 @@
 """The `dev` command as a user runs it: no REDIS_URL, one terminal, Ctrl-C, nothing left.
 
 It starts an embedded Redis, gunicorn (auto-reload) and a worker; a replayed sample must
-reach a handler whose log line comes out prefixed `worker |`; Ctrl-C must stop every
-process it started, grandchildren included, without a traceback.
+reach the test's handlers (`recording_handlers`, whose record goes to the test's Redis),
+with the worker's log line about it prefixed `worker |`; Ctrl-C must stop every process it
+started, grandchildren included, without a traceback.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from processes import PACKAGE, PROJECT_ROOT, cli, project_env, wait_for, wait_until_up
+from recording_handlers import runs
 
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 
@@ -57,9 +60,11 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
-def test_dev_runs_everything_and_ctrl_c_leaves_no_process(tmp_path):
+def test_dev_runs_everything_and_ctrl_c_leaves_no_process(tmp_path, redis_url, redis_conn):
     port = free_port()
-    env = project_env("unused")
+    env = project_env(
+        "unused", TW_HANDLER_MODULES="recording_handlers", TEST_RECORD_REDIS_URL=redis_url
+    )
     del env["REDIS_URL"]  # as on a fresh checkout: dev starts its own Redis
     log = tmp_path / "dev.log"
     with open(log, "wb") as out:
@@ -76,7 +81,9 @@ def test_dev_runs_everything_and_ctrl_c_leaves_no_process(tmp_path):
         url = f"http://127.0.0.1:{port}{{ cookiecutter.webhook_path }}"
         sent = cli("replay", "--url", url, SAMPLE, env=env)
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        handled = "order ord_2Nf8Wq5Lk3 is created"
+        event_id = json.loads(Path(SAMPLE).read_text())["id"]
+        wait_for(lambda: runs(redis_conn).get(f"order:{event_id}"))
+        handled = f"{event_id}: handler recording_handlers.record_order ok"
         wait_for(lambda: handled in log.read_text())
         lines = log.read_text().splitlines()
         handler_line = next(line for line in lines if handled in line)

@@ -15,7 +15,7 @@ from {{ cookiecutter.package_name }}.testing import make_event, run_worker
 def handlers():
     """Two handlers for orders: `books` always succeeds, `mails` fails while `broken` is set.
     Returns the run log and the switch."""
-    registry.clear_handlers()  # `testing._only_project_handlers` puts them back after the test
+    registry.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
     runs: list[tuple[str, str]] = []
     state = {"broken": False}
 

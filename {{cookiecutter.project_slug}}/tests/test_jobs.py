@@ -1,11 +1,14 @@
 """The job function and the handler registry, run by the real worker on a real Redis."""
 
+import dataclasses
+import importlib
+
 import pytest
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
-from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.config import Settings, settings_from_env
 from {{ cookiecutter.package_name }}.intake import Intake
 from {{ cookiecutter.package_name }}.jobs import DONE_META_KEY
 from {{ cookiecutter.package_name }}.registry import Registry, registry
@@ -15,7 +18,7 @@ from {{ cookiecutter.package_name }}.testing import make_event, run_worker
 @pytest.fixture
 def calls():
     """Swap the sample handlers for recording ones."""
-    registry.clear_handlers()  # `testing._only_project_handlers` puts them back after the test
+    registry.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
     log: list[tuple[str, str]] = []
     return log
 
@@ -89,8 +92,8 @@ def test_retry_delays_grow_exponentially():
     assert settings.retry_intervals == [10, 20, 40, 80, 100]
 
 
-def test_scheduled_retry_uses_the_backoff(calls, redis_url, redis_conn):
-    settings = Settings(secrets=("s",), redis_url=redis_url, retry_max=2, retry_base_seconds=30)
+def test_scheduled_retry_uses_the_backoff(calls, settings, redis_conn):
+    settings = dataclasses.replace(settings, retry_max=2, retry_base_seconds=30)
     registry.on("order.created")(record("flaky", calls, fail_times=1))
     event = submit(redis_conn, settings, make_event("order.created"))
     run_worker(redis_conn, settings)
@@ -113,27 +116,60 @@ def test_bad_patterns_are_refused(pattern):
         Registry().on(pattern)
 
 
-def test_sample_handlers_log_one_line_each(settings, redis_conn, caplog):
-    registry.clear()
-    registry.load()
-    caplog.set_level("INFO")
-    for event_type in ("order.created", "price.updated"):
-        submit(redis_conn, settings, make_event(event_type, {"id": "x", "listingId": "lst_1"}))
+def handler_package(root, name, modules):
+    """Write a package `name` under `root` with one module per type in `modules`, each
+    holding one handler that records its runs in `ran` of the package."""
+    package = root / name
+    package.mkdir()
+    (package / "__init__.py").write_text("ran = []\n")
+    for module, event_type in modules.items():
+        (package / f"{module}.py").write_text(
+            f"from . import ran\n"
+            f"from {{ cookiecutter.package_name }}.registry import on\n"
+            f"@on({event_type!r})\n"
+            f"def handle(event):\n"
+            f"    ran.append(({module!r}, event.id))\n"
+        )
+
+
+def test_every_module_of_a_handlers_package_is_loaded(settings, redis_conn, tmp_path, monkeypatch):
+    handler_package(tmp_path, "partner_pkg", {"orders": "order.created", "prices": "price.*"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = dataclasses.replace(settings, handler_modules=("partner_pkg",))
+    events = [make_event(t) for t in ("order.created", "price.updated", "inventory.updated")]
+    for event in events:
+        submit(redis_conn, settings, event)
     run_worker(redis_conn, settings)
-    lines = [r for r in caplog.records if ".handlers." in r.name]
-    assert [r.name.rsplit(".", 1)[-1] for r in lines] == ["orders", "prices"]
+    ran = importlib.import_module("partner_pkg").ran
+    assert sorted(ran) == [("orders", events[0]["id"]), ("prices", events[1]["id"])]
 
 
-def test_handler_modules_setting_loads_extra_modules(tmp_path, monkeypatch):
-    (tmp_path / "partner_handlers.py").write_text(
-        "from {{ cookiecutter.package_name }}.handlers import on\n"
+def test_handler_modules_come_from_the_package_setting_and_the_extra_modules(tmp_path, monkeypatch):
+    handler_package(tmp_path, "partner_main", {"orders": "order.created"})
+    (tmp_path / "partner_extra.py").write_text(
+        "from {{ cookiecutter.package_name }}.registry import on\n"
         "@on('order.created')\n"
         "def partner(event):\n"
         "    pass\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
+    env = {"TW_HANDLERS_PACKAGE": "partner_main", "TW_HANDLER_MODULES": "partner_extra"}
+    modules = settings_from_env(env).handler_modules
+    assert modules == ("partner_main", "partner_extra")
     registry.clear()
-    registry.load(["partner_handlers"])
+    registry.load(modules)
     names = [h.name for h in registry.handlers_for("order.created")]
-    assert "partner_handlers.partner" in names
-    assert "{{ cookiecutter.package_name }}.handlers.orders.log_order" in names
+    assert names == ["partner_main.orders.handle", "partner_extra.partner"]
+
+
+@pytest.mark.parametrize(
+    ("env", "modules"),
+    [
+        ({}, ("{{ cookiecutter.package_name }}.handlers",)),
+        ({"TW_HANDLER_MODULES": "a, b"}, ("{{ cookiecutter.package_name }}.handlers", "a", "b")),
+        ({"TW_HANDLERS_PACKAGE": "", "TW_HANDLER_MODULES": "a"}, ("a",)),
+        ({"TW_HANDLERS_PACKAGE": " "}, ()),
+    ],
+)
+def test_the_handlers_package_is_loaded_unless_set_empty(env, modules):
+    assert settings_from_env(env).handler_modules == modules

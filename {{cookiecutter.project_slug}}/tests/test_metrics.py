@@ -4,6 +4,7 @@ The counters live for the whole test process, so every test compares a scrape ta
 before with one taken after.
 """
 
+import dataclasses
 import json
 import logging
 import urllib.request
@@ -17,7 +18,6 @@ from redis.retry import Retry
 
 from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.metrics import serve_worker_metrics
 from {{ cookiecutter.package_name }}.registry import registry
@@ -56,7 +56,7 @@ def delta(before: dict, after: dict, name: str, **labels: str) -> float:
 @pytest.fixture
 def handlers():
     """Swap the sample handlers for the test's own."""
-    registry.clear_handlers()  # `testing._only_project_handlers` puts them back after the test
+    registry.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
     return registry
 
 
@@ -246,12 +246,12 @@ def test_one_line_per_handler_run(client, make_event, signed_post, run_worker, c
         assert event["id"] in entry["message"]
 
 
-def test_no_log_line_ever_holds_a_secret(redis_url, redis_conn, make_event, caplog, handlers):
+def test_no_log_line_ever_holds_a_secret(settings, redis_conn, make_event, caplog, handlers):
     """Every path that logs: accepted, duplicate, rejected, 503, a failing handler."""
     from {{ cookiecutter.package_name }}.testing import run_worker, signed_post
 
     old, new = "whsec_old_" + "a1" * 12, "whsec_new_" + "b2" * 12
-    settings = Settings(secrets=(old, new), redis_url=redis_url, retry_max=1, retry_base_seconds=0)
+    settings = dataclasses.replace(settings, secrets=(old, new), retry_max=1)
 
     def broken(event):
         raise ValueError(f"cannot handle {event.id}")

@@ -89,7 +89,7 @@ def test_accepted_events_always_move_forward(redis_server_url, order):
 @pytest.fixture
 def prices(redis_conn):
     """Two price handlers, one guarded and one not, storing the current price per listing."""
-    registry.clear_handlers()  # `testing._only_project_handlers` puts them back after the test
+    registry.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
 
     @newest_only(key=lambda e: e.object["listingId"])
     def guarded(e):

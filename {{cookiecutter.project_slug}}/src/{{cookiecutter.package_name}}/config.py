@@ -15,6 +15,9 @@ from dataclasses import dataclass
 # Chosen when the project was generated; TW_WEBHOOK_PATH overrides it.
 DEFAULT_WEBHOOK_PATH = "{{ cookiecutter.webhook_path }}"
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+# The package whose every module is imported for `@on` handlers; TW_HANDLERS_PACKAGE
+# names another, or none when set empty.
+DEFAULT_HANDLERS_PACKAGE = f"{__package__}.handlers"
 
 
 class ConfigError(Exception):
@@ -31,7 +34,9 @@ class Settings:
     tolerance_seconds: int = 300
     max_body_bytes: int = 256 * 1024
     dedupe_window_seconds: int = 3 * 24 * 3600
-    handler_modules: tuple[str, ...] = ()
+    # The modules whose handlers the worker loads: the handlers package, then the modules
+    # of TW_HANDLER_MODULES. A package's modules are all loaded.
+    handler_modules: tuple[str, ...] = (DEFAULT_HANDLERS_PACKAGE,)
     job_timeout_seconds: int = 60
     worker_lost_after_seconds: int = 20
     retry_max: int = 5
@@ -102,6 +107,12 @@ def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(hosts)
 
 
+def _handler_modules(env: Mapping[str, str]) -> tuple[str, ...]:
+    package = env.get("TW_HANDLERS_PACKAGE", DEFAULT_HANDLERS_PACKAGE).strip()
+    extra = _split(env.get("TW_HANDLER_MODULES", ""))
+    return tuple(dict.fromkeys([package, *extra] if package else extra))
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Build `Settings` from `env` (default: `.env` merged under `os.environ`)."""
     if env is None:
@@ -129,7 +140,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         dedupe_window_seconds=_int(
             env, "TW_DEDUPE_WINDOW_SECONDS", Settings.dedupe_window_seconds, minimum=1
         ),
-        handler_modules=_split(env.get("TW_HANDLER_MODULES", "")),
+        handler_modules=_handler_modules(env),
         job_timeout_seconds=_int(env, "TW_JOB_TIMEOUT_SECONDS", 60, minimum=1),
         worker_lost_after_seconds=_int(env, "TW_WORKER_LOST_AFTER_SECONDS", 20, minimum=2),
         retry_max=_int(env, "TW_RETRY_MAX", 5),

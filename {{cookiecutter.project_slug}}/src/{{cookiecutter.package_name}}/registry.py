@@ -3,8 +3,10 @@
 A handler is a plain function taking one `Event`. It is registered for an exact type
 (`order.created`), a family (`order.*`) or everything (`*`); one type may have several
 handlers, which run in the order they were registered. Handlers are found by importing
-every module of the project's `handlers` package plus each module named in
-`TW_HANDLER_MODULES`, so adding a file to `handlers/` is all it takes.
+the modules `Settings.handler_modules` names, every module of a package among them: by
+default the project's `handlers` package plus each module named in `TW_HANDLER_MODULES`,
+so adding a file to `handlers/` is all it takes. The project's own tests name modules of
+their own instead, so a handler of yours never runs in them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from typing import Any
 from .events import Event, check_type_pattern, type_matches
 
 HandlerFunc = Callable[[Event], Any]
-HANDLERS_PACKAGE = f"{__package__}.handlers"
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Registry:
     def __init__(self) -> None:
         self._handlers: list[Handler] = []
         self._loaded: set[str] = set()
+        self._load_ran = False
 
     def on(self, *patterns: str) -> Callable[[HandlerFunc], HandlerFunc]:
         """Register the decorated function for each of `patterns`."""
@@ -76,18 +78,20 @@ class Registry:
 
     @property
     def loaded(self) -> bool:
-        """True once `load()` has imported the handlers package."""
-        return HANDLERS_PACKAGE in self._loaded
+        """True once `load()` has run in this process."""
+        return self._load_ran
 
-    def load(self, modules: Iterable[str] = ()) -> None:
-        """Import the `handlers` package, its modules, and `modules`; once each."""
-        for name in (HANDLERS_PACKAGE, *modules):
+    def load(self, modules: Iterable[str]) -> None:
+        """Import each of `modules` (`Settings.handler_modules`), and every module of those
+        that are packages; once each."""
+        for name in modules:
             if name in self._loaded:
                 continue
             module = _import_fresh(name)
             for info in pkgutil.iter_modules(getattr(module, "__path__", [])):
                 _import_fresh(f"{name}.{info.name}")
             self._loaded.add(name)
+        self._load_ran = True
 
     def clear_handlers(self) -> None:
         """Forget every handler, but not which modules were loaded, so that none is imported
@@ -98,6 +102,7 @@ class Registry:
         """Forget every handler and every loaded module (for tests)."""
         self._handlers.clear()
         self._loaded.clear()
+        self._load_ran = False
 
 
 registry = Registry()

@@ -23,13 +23,13 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from .config import Settings
+from .config import Settings, settings_from_env
 from .embedded_redis import EmbeddedRedis
 from .signature import HEADER, sign
 
@@ -97,13 +97,23 @@ def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def settings(redis_url: str) -> Settings:
-    """Test settings: the private Redis, a known secret, retries without waiting."""
+def handler_modules() -> tuple[str, ...]:
+    """The modules whose handlers the tests run: those the worker loads (the `handlers`
+    package and `TW_HANDLER_MODULES`). Override this fixture in a conftest or a test
+    module to run others, e.g. only the module a test is about."""
+    return settings_from_env().handler_modules
+
+
+@pytest.fixture
+def settings(redis_url: str, handler_modules: Iterable[str]) -> Settings:
+    """Test settings: the private Redis, a known secret, retries without waiting, and the
+    handlers of `handler_modules`."""
     return Settings(
         secrets=(TEST_SECRET,),
         redis_url=redis_url,
         retry_max=3,
         retry_base_seconds=0,
+        handler_modules=tuple(handler_modules),
     )
 
 
@@ -130,20 +140,20 @@ def signed_post_fixture():
 
 
 @pytest.fixture(autouse=True)
-def _only_project_handlers() -> Iterator[None]:
-    """Start every test with the project's handlers alone: those of the `handlers` package
-    and of modules loaded through `TW_HANDLER_MODULES`, not the ones a test module
-    registered by importing a module full of `@on`. Whatever a test registers or clears
-    is put back after it."""
+def _handlers_under_test(handler_modules: Iterable[str]) -> Iterator[None]:
+    """Start every test with the handlers of `handler_modules` alone: not the ones a test
+    module registered by importing a module full of `@on`, nor those of modules another
+    test loaded. Whatever a test registers or clears is put back after it."""
     from .registry import registry
 
-    registry.load()  # the `handlers` package, imported once per session
+    modules = tuple(handler_modules)
+    registry.load(modules)  # each module imported once per session
     saved_handlers, saved_loaded = list(registry._handlers), set(registry._loaded)
 
-    def loaded(module: str) -> bool:
-        return any(module == name or module.startswith(name + ".") for name in saved_loaded)
+    def under_test(module: str) -> bool:
+        return any(module == name or module.startswith(name + ".") for name in modules)
 
-    registry._handlers[:] = [h for h in saved_handlers if loaded(h.func.__module__)]
+    registry._handlers[:] = [h for h in saved_handlers if under_test(h.func.__module__)]
     yield
     registry._handlers[:] = saved_handlers
     registry._loaded = saved_loaded
