@@ -29,7 +29,11 @@ preload_app = True
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
-# Headers past these sizes are refused with 400 before the app sees them.
+# gunicorn refuses a request past these limits itself, before the receiver sees it, with a
+# small HTML page of its own rather than the API's error shape (gunicorn has no hook for
+# the app to answer it): 414 for a request line over limit_request_line bytes, 431 for a
+# header field over limit_request_field_size bytes or more than limit_request_fields
+# fields. The sender's requests stay far below them.
 limit_request_line = 8190
 limit_request_fields = 100
 limit_request_field_size = 8190

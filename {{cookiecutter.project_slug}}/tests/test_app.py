@@ -1,5 +1,6 @@
 """The HTTP contract through Flask's test client, on a real private Redis."""
 
+import io
 import json
 
 import pytest
@@ -117,10 +118,39 @@ def test_signed_but_invalid_bodies_are_400(client, redis_conn, body, code):
     assert queued(redis_conn) == 0
 
 
-def test_body_over_the_limit_is_413(client, redis_conn):
-    body = b'{"pad": "' + b"x" * (Settings().max_body_bytes + 1) + b'"}'
-    assert_error(post(client, body), 413, "payload_too_large")
+def event_of_size(make_event, size: int) -> bytes:
+    """A valid event whose JSON is exactly `size` bytes long."""
+    empty = json.dumps(make_event("order.created", {"pad": ""})).encode()
+    envelope = json.loads(empty)
+    envelope["data"]["object"]["pad"] = "x" * (size - len(empty))
+    body = json.dumps(envelope).encode()
+    assert len(body) == size
+    return body
+
+
+def post_chunked(client, body: bytes):
+    """POST `body` as a chunked stream, which announces no length, from a server that
+    decodes chunked bodies and says so with `wsgi.input_terminated`, as gunicorn does."""
+    return client.post(
+        PATH,
+        input_stream=io.BytesIO(body),
+        headers={**signed_headers(body), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+
+@pytest.mark.parametrize("send", [post, post_chunked], ids=["content-length", "chunked"])
+def test_a_body_over_the_limit_is_413_however_it_is_framed(
+    client, redis_conn, settings, make_event, send
+):
+    limit = settings.max_body_bytes
+    for size in (limit + 1, 3 * limit):
+        response = send(client, event_of_size(make_event, size))
+        assert_error(response, 413, "payload_too_large")
+        message = response.get_json()["error"]["message"]
+        assert message == f"The body is larger than the limit of {limit} bytes."
     assert queued(redis_conn) == 0
+    assert send(client, event_of_size(make_event, limit)).status_code == 202
 
 
 def test_unknown_path_and_wrong_method_use_the_error_shape(client):

@@ -2,6 +2,7 @@
 
 import hashlib
 import hmac
+import re
 
 import pytest
 
@@ -80,6 +81,22 @@ def test_one_second_inside_tolerance_passes(offset):
 @pytest.mark.parametrize("offset", [-301, 301, -300, 300])
 def test_at_or_beyond_tolerance_fails_in_both_directions(offset):
     assert code_of(header_for(t=NOW + offset)) == "timestamp_out_of_tolerance"
+
+
+@pytest.mark.parametrize(
+    ("offset", "message"),
+    [
+        (-3598, "The signature timestamp is 3598 s old; the limit is 300 s either way."),
+        (
+            3598,
+            "The signature timestamp is 3598 s in the future (is this server's clock right?); "
+            "the limit is 300 s either way.",
+        ),
+    ],
+)
+def test_a_stale_timestamp_says_whether_it_is_old_or_in_the_future(offset, message):
+    with pytest.raises(SignatureError, match="^" + re.escape(message) + "$"):
+        verify(header_for(t=NOW + offset), BODY, [SECRET], now=NOW)
 
 
 def test_tolerance_is_configurable():

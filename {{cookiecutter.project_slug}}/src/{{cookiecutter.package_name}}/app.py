@@ -1,11 +1,12 @@
 """The web tier: routes, limits and the API's error shape.
 
-`POST <webhook path>` runs one event through the receiver: size limit, then the signature
-over the raw bytes, then the envelope, then `Intake.submit`. Every answer other than a
-success is `{"error": {"code", "message", "requestId"}}` with a stable code per cause, and
-the request id is echoed in the `X-Request-Id` header so partner and sender can talk about
-one delivery. Bad input is always a 4xx; a 5xx means "retry later" and is sent only when
-the event could not be stored, so the sender's retries never cost an event.
+`POST <webhook path>` runs one event through the receiver: size limit (however the body is
+framed), then the signature over the raw bytes, then the envelope, then `Intake.submit`.
+Every answer other than a success is `{"error": {"code", "message", "requestId"}}` with a
+stable code per cause, and the request id is echoed in the `X-Request-Id` header so
+partner and sender can talk about one delivery. Bad input is always a 4xx; a 5xx means
+"retry later" and is sent only when the event could not be stored, so the sender's
+retries never cost an event.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 
 import redis
 from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import capture, events, logs, metrics, signature
 from .config import Settings, settings_from_env
@@ -118,7 +119,12 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     intake = Intake(connection, settings)
 
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # One byte past the limit, so that a body over it is seen to be over, however it is
+    # framed: Werkzeug refuses a Content-Length over MAX_CONTENT_LENGTH before reading, but
+    # stops quietly at it when reading a chunked body (which announces no length), and a
+    # body cut short there would only fail its signature. The view refuses the extra byte.
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
+    too_large = f"The body is larger than the limit of {settings.max_body_bytes} bytes."
     app.extensions["tw_intake"] = intake
     app.extensions["tw_settings"] = settings
 
@@ -135,6 +141,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
 
     def receive_webhook() -> Response:
         body = request.get_data(cache=False)
+        if len(body) > settings.max_body_bytes:
+            raise RequestEntityTooLarge()
         try:
             signature.verify(
                 request.headers.get(signature.HEADER),
@@ -197,7 +205,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         status = exc.code or 500
         code = HTTP_ERROR_CODES.get(status, "http_error")
         g.outcome = code
-        response = error_response(status, code, exc.description or exc.name)
+        message = too_large if status == 413 else exc.description or exc.name
+        response = error_response(status, code, message)
         if status == 405:
             response.headers["Allow"] = ", ".join(exc.valid_methods or ())
         return response

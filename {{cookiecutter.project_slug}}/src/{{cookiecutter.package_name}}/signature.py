@@ -94,6 +94,12 @@ def sign(body: bytes, secrets: str | Iterable[str], timestamp: int | None = None
     return ",".join(parts)
 
 
+def _describe_age(age: float) -> str:
+    if age >= 0:
+        return f"{int(age)} s old"
+    return f"{int(-age)} s in the future (is this server's clock right?)"
+
+
 def verify(
     header: str | None,
     body: bytes,
@@ -110,11 +116,12 @@ def verify(
     parsed = parse_header(header)
     if now is None:
         now = time.time()
-    if abs(now - parsed.timestamp) >= tolerance:
+    age = now - parsed.timestamp
+    if abs(age) >= tolerance:
         raise SignatureError(
             "timestamp_out_of_tolerance",
-            f"The signature timestamp is {int(now - parsed.timestamp)} s from now; "
-            f"the limit is {tolerance} s.",
+            f"The signature timestamp is {_describe_age(age)}; "
+            f"the limit is {tolerance} s either way.",
         )
     expected = [compute_signature(s, parsed.timestamp, body) for s in secrets]
     # Compare every pair without stopping early, so timing reveals nothing.
