@@ -106,11 +106,13 @@ def worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
         yield process
 
 
-def cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, env: dict[str, str], timeout: float = 120, cwd: Path = PROJECT_ROOT
+) -> subprocess.CompletedProcess:
     """Run `python -m <package> ARGS` as a user would; capture its output."""
     return subprocess.run(
         [sys.executable, "-m", PACKAGE, *args],
-        cwd=PROJECT_ROOT,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,

@@ -58,8 +58,9 @@ def run_cli(monkeypatch, tmp_path, capsys):
 def test_a_redis_that_refuses_the_database_is_an_error_not_a_traceback(run_cli, redis_url):
     status, err = run_cli("events", "list", REDIS_URL=redis_url.rsplit("/", 1)[0] + "/99")
     assert status == 2
-    assert err.startswith("error: Redis refused (") and err.rstrip().endswith("check REDIS_URL")
-    assert "Traceback" not in err
+    located, error = err.splitlines()  # which Redis, then what went wrong with it
+    assert located.startswith("Redis: 127.0.0.1:") and located.endswith(", db 99 (REDIS_URL)")
+    assert error.startswith("error: Redis refused (") and error.endswith("check REDIS_URL")
 
 
 def test_a_missing_file_is_named(run_cli):

@@ -17,6 +17,7 @@ import pytest
 from processes import PACKAGE, PROJECT_ROOT, cli, project_env, wait_for, wait_until_up
 from recording_handlers import runs
 
+from {{ cookiecutter.package_name }}.devstate import STATE_FILE
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 
 pytestmark = pytest.mark.e2e
@@ -90,6 +91,10 @@ def test_dev_runs_everything_and_ctrl_c_leaves_no_process(tmp_path, redis_url, r
         assert handler_line.startswith("worker | ")
         assert any(line.startswith(" redis | embedded Redis at redis://") for line in lines)
         assert any(line.startswith("   web | ") for line in lines)
+        # Another terminal in the same directory, REDIS_URL unset: dev's Redis, named.
+        listed = cli("events", "list", env=env, cwd=tmp_path)
+        assert event_id in listed.stdout, listed.stdout + listed.stderr
+        assert f"the running dev's, from {STATE_FILE}" in listed.stderr
 
         def everything_started():
             procs = descendants(dev.pid)
@@ -114,6 +119,7 @@ def test_dev_runs_everything_and_ctrl_c_leaves_no_process(tmp_path, redis_url, r
     assert status == 0, log.read_text()
     output = log.read_text()
     assert output.rstrip().endswith("   dev | stopped")
+    assert not (tmp_path / STATE_FILE).exists()
     assert "Traceback" not in output, output  # Redis outlives the processes that use it
     # `wait_for` fails the test if any of them is still running after 10 s.
     wait_for(lambda: not any(alive(pid) for pid in started), timeout=10)

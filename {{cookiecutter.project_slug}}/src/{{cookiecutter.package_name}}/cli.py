@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -16,9 +17,9 @@ from datetime import UTC, datetime
 
 import redis
 
-from . import capture, inspect_events, logs, replay, signature
+from . import capture, devstate, inspect_events, logs, replay, signature
 from .config import ConfigError, Settings, load_environment, settings_from_env
-from .connection import connect
+from .connection import connect, describe
 from .events import QUEUES, check_type_pattern
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -71,6 +72,28 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(result.ok for result in results) else 1
 
 
+def _located(settings: Settings) -> Settings:
+    """The settings of the Redis a command reads, named on stderr in one line: a command
+    that read the wrong Redis in silence would say "no events" about the right one. While
+    REDIS_URL is unset, a `dev` running from this directory lends its embedded Redis."""
+    if settings.redis_sentinels:
+        source = "TW_REDIS_SENTINELS"
+    elif load_environment().get("REDIS_URL", "").strip():
+        source = "REDIS_URL"
+    else:
+        source = "REDIS_URL is unset: the default"
+        try:
+            url = devstate.running_dev_redis()
+        except devstate.StaleState as exc:
+            source += f", ignoring {exc}"
+        else:
+            if url:
+                settings = dataclasses.replace(settings, redis_url=url)
+                source = f"REDIS_URL is unset: the running dev's, from {devstate.STATE_FILE}"
+    print(f"Redis: {describe(settings)} ({source})", file=sys.stderr)
+    return settings
+
+
 def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
 
@@ -89,7 +112,7 @@ def _event_table(infos: list[inspect_events.EventInfo]) -> str:
 
 
 def cmd_events_list(args: argparse.Namespace, settings: Settings) -> int:
-    infos = inspect_events.list_events(connect(settings), args.status, args.limit)
+    infos = inspect_events.list_events(connect(_located(settings)), args.status, args.limit)
     if not infos:
         print("no events" + (f" with status {args.status}" if args.status else ""))
         return 0
@@ -98,7 +121,7 @@ def cmd_events_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
-    connection = connect(settings)
+    connection = connect(_located(settings))
     info = inspect_events.show(connection, args.id, settings.dedupe_window_seconds)
     archived = inspect_events.captured(connection, args.id)
     if info is None and archived is None:
@@ -129,7 +152,7 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_events_export(args: argparse.Namespace, settings: Settings) -> int:
-    connection = connect(settings)
+    connection = connect(_located(settings))
     since = _parse_since(args.since) if args.since else None
     if args.output == "-":
         count = capture.export(connection, sys.stdout.buffer, since, args.type, args.limit)
@@ -160,7 +183,7 @@ def _parse_since(value: str) -> float:
 
 
 def cmd_failed_list(args: argparse.Namespace, settings: Settings) -> int:
-    infos = inspect_events.list_events(connect(settings), "failed", args.limit)
+    infos = inspect_events.list_events(connect(_located(settings)), "failed", args.limit)
     if not infos:
         print("no failed events")
         return 0
@@ -169,6 +192,7 @@ def cmd_failed_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
+    settings = _located(settings)
     connection = connect(settings)
     if args.all == bool(args.ids):
         print("error: give event ids or --all (not both)", file=sys.stderr)
@@ -191,7 +215,7 @@ def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from . import worker
 
-    worker.run(settings, args.queue, burst=args.burst)
+    worker.run(_located(settings), args.queue, burst=args.burst)
     return 0
 
 

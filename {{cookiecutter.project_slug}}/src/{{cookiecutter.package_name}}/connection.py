@@ -52,6 +52,21 @@ def connect(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
+def describe(settings: Settings) -> str:
+    """Which Redis `connect` opens, for people: host and port (or socket), database, TLS;
+    never a user name or password."""
+    options = redis.connection.parse_url(settings.redis_url)
+    database = f"db {options.get('db', 0)}"
+    tls = " over TLS" if options.get("connection_class") is redis.SSLConnection else ""
+    if settings.redis_sentinels:
+        sentinels = ", ".join(f"{host}:{port}" for host, port in settings.redis_sentinels)
+        master = settings.redis_sentinel_master
+        return f"master {master!r} of the Sentinels {sentinels}, {database}{tls}"
+    if "path" in options:
+        return f"unix socket {options['path']}, {database}"
+    return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}, {database}{tls}"
+
+
 class ScriptRunner:
     """Runs Lua scripts over one Redis connection per thread: the web tier's hot path.
 

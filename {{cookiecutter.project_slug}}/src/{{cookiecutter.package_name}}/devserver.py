@@ -7,6 +7,7 @@ group of each one, gunicorn's workers included, is stopped here and nothing is o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import threading
 from collections.abc import Mapping
 
+from . import devstate
 from .embedded_redis import EmbeddedRedis
 
 STOP_TIMEOUT_SECONDS = 10
@@ -58,12 +60,14 @@ def run(
     """Run everything until Ctrl-C, SIGTERM or a child exiting; return an exit status."""
     child_env = dict(env)
     embedded = None
+    state = contextlib.ExitStack()
     if not child_env.get("REDIS_URL"):
         embedded = EmbeddedRedis().start()
         child_env["REDIS_URL"] = embedded.url
+        state.enter_context(devstate.published(embedded.url))
         print(
-            f" redis | embedded Redis at {embedded.url}; for `events` and `failed` in "
-            f"another terminal: export REDIS_URL={embedded.url}",
+            f" redis | embedded Redis at {embedded.url}; `events`, `failed` and `worker` "
+            f"from this directory use it while REDIS_URL is unset ({devstate.STATE_FILE})",
             flush=True,
         )
     lock = threading.Lock()
@@ -97,6 +101,7 @@ def run(
                 break
     finally:
         _stop(processes)
+        state.close()
         if embedded is not None:
             embedded.close()
         for signum, handler in previous.items():

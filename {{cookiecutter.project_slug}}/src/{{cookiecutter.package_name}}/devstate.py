@@ -1,0 +1,76 @@
+"""How the other commands find the Redis that `dev` embeds.
+
+While `dev` runs its own Redis, it keeps a small file in the working directory (the
+project's, where `.env` is read too) naming that Redis and its own pid, and removes it on
+exit. `events`, `failed` and `worker` read it when `REDIS_URL` is unset, so that a second
+terminal sees what `dev` receives without copying a URL by hand. A file left behind by a
+`dev` that was killed is recognised as stale: its process is gone, or its Redis does not
+answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+STATE_FILE = ".tw-dev-redis.json"  # git-ignored
+
+
+class StaleState(Exception):
+    """The state file is left by a `dev` that is gone; the message names it and says why."""
+
+
+@contextlib.contextmanager
+def published(url: str, path: str | Path = STATE_FILE) -> Iterator[None]:
+    """Name `url` as this process's Redis in `path` until the block ends."""
+    path = Path(path)
+    path.write_text(json.dumps({"redisUrl": url, "pid": os.getpid()}) + "\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(path.read_text())["pid"] == os.getpid():  # not a later dev's
+                path.unlink()
+
+
+def running_dev_redis(path: str | Path = STATE_FILE) -> str | None:
+    """The URL of the Redis of the `dev` running now from this directory; None without a
+    state file. Raises `StaleState` for a file whose `dev` or Redis is gone."""
+    path = Path(path)
+    try:
+        state = json.loads(path.read_text())
+        url, pid = state["redisUrl"], int(state["pid"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise StaleState(f"{path}, which is unreadable") from None
+    if not _process_exists(pid):
+        raise StaleState(f"{path}, left by a dev (pid {pid}) that is no longer running")
+    if not _answers(url):
+        raise StaleState(f"{path}, whose Redis does not answer")
+    return url
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive, and the Redis check decides
+    return True
+
+
+def _answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
