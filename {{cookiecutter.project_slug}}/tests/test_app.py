@@ -11,7 +11,7 @@ from redis.retry import Retry
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.config import ConfigError, Settings
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
-from {{ cookiecutter.package_name }}.testing import TEST_SECRET, signed_headers
+from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, signed_headers
 
 PATH = Settings().webhook_path
 
@@ -118,7 +118,7 @@ def test_signed_but_invalid_bodies_are_400(client, redis_conn, body, code):
     assert queued(redis_conn) == 0
 
 
-def event_of_size(make_event, size: int) -> bytes:
+def event_of_size(size: int) -> bytes:
     """A valid event whose JSON is exactly `size` bytes long."""
     empty = json.dumps(make_event("order.created", {"pad": ""})).encode()
     envelope = json.loads(empty)
@@ -140,17 +140,15 @@ def post_chunked(client, body: bytes):
 
 
 @pytest.mark.parametrize("send", [post, post_chunked], ids=["content-length", "chunked"])
-def test_a_body_over_the_limit_is_413_however_it_is_framed(
-    client, redis_conn, settings, make_event, send
-):
+def test_a_body_over_the_limit_is_413_however_it_is_framed(client, redis_conn, settings, send):
     limit = settings.max_body_bytes
     for size in (limit + 1, 3 * limit):
-        response = send(client, event_of_size(make_event, size))
+        response = send(client, event_of_size(size))
         assert_error(response, 413, "payload_too_large")
         message = response.get_json()["error"]["message"]
         assert message == f"The body is larger than the limit of {limit} bytes."
     assert queued(redis_conn) == 0
-    assert send(client, event_of_size(make_event, limit)).status_code == 202
+    assert send(client, event_of_size(limit)).status_code == 202
 
 
 def test_unknown_path_and_wrong_method_use_the_error_shape(client):

@@ -11,9 +11,10 @@ import json
 
 import pytest
 from processes import gunicorn, project_env
+from test_app import event_of_size
 
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
+from {{ cookiecutter.package_name }}.testing import signed_headers
 
 pytestmark = pytest.mark.e2e
 PATH = Settings().webhook_path
@@ -41,14 +42,6 @@ def send(receiver, body=b"", headers=None, path=PATH, chunked=False):
         return response.status, response.getheader("Content-Type"), response.read()
     finally:
         connection.close()
-
-
-def event_of_size(size: int) -> bytes:
-    """A valid event whose JSON is exactly `size` bytes long."""
-    empty = json.dumps(make_event("order.created", {"pad": ""})).encode()
-    envelope = json.loads(empty)
-    envelope["data"]["object"]["pad"] = "x" * (size - len(empty))
-    return json.dumps(envelope).encode()
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
