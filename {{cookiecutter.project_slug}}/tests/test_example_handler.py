@@ -5,9 +5,9 @@ import pytest
 
 @pytest.fixture
 def handler_modules():
-    """These tests are about the sample handler in `handlers/orders.py`: run it alone, so
-    the project's other handlers neither run here nor change what the tests check. Without
-    this fixture a test runs every handler the worker loads."""
+    """The handlers these tests run: the sample in `handlers/orders.py` alone, so the
+    project's other handlers neither run here nor change what the tests check. Without
+    this fixture a test in this folder runs none (see `conftest.py`)."""
     return ["{{ cookiecutter.package_name }}.handlers.orders"]
 
 
