@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -300,6 +302,22 @@ def test_write_env_file(tmp_path):
     # an existing .env (e.g. when regenerating over a project) is kept
     post.write_env_file(tmp_path)
     assert env_path.read_text(encoding="utf-8") == text
+
+
+def test_cruft_rerender_is_told_from_a_generation(tmp_path):
+    throwaway = Path(tempfile.mkdtemp())  # where cruft update and diff render
+    try:
+        project = throwaway / "tw-webhook-receiver"
+        project.mkdir()
+        assert post.is_cruft_rerender(project, "0123abc")
+        assert not post.is_cruft_rerender(project, "")  # cookiecutter sets no _commit
+        (throwaway / "other").mkdir()
+        assert not post.is_cruft_rerender(project, "0123abc")
+    finally:
+        shutil.rmtree(throwaway)
+    # cruft create and cookiecutter render where the user asked
+    (tmp_path / "tw-webhook-receiver").mkdir()
+    assert not post.is_cruft_rerender(tmp_path / "tw-webhook-receiver", "0123abc")
 
 
 def test_secrets_are_fresh():
