@@ -205,19 +205,23 @@ def test_free_text_must_be_one_nonempty_line():
     assert pre.check_text("description", "two\nlines") is not None
 
 
+# A full set of good answers, as the hooks receive them.
+GOOD_ANSWERS = {
+    "project_name": "TW Webhook Receiver",
+    "project_slug": "tw-webhook-receiver",
+    "package_name": "tw_webhook_receiver",
+    "description": "Receives webhooks.",
+    "author_name": "Your Name",
+    "author_email": "you@example.com",
+    "webhook_path": "/webhooks/tw",
+    "python_version": "3.12",
+    "deploy_target": "docker",
+    "github_actions": True,
+}
+
+
 def test_validate_reports_the_first_problem_only():
-    answers = {
-        "project_name": "TW Webhook Receiver",
-        "project_slug": "tw-webhook-receiver",
-        "package_name": "tw_webhook_receiver",
-        "description": "Receives webhooks.",
-        "author_name": "Your Name",
-        "author_email": "you@example.com",
-        "webhook_path": "/webhooks/tw",
-        "python_version": "3.12",
-        "deploy_target": "docker",
-        "github_actions": True,
-    }
+    answers = GOOD_ANSWERS
     assert pre.validate(answers) is None
     bad = {**answers, "project_slug": "Bad Slug", "webhook_path": "/healthz"}
     assert "project_slug" in pre.validate(bad)
@@ -367,16 +371,8 @@ def test_a_bad_choice_in_a_replay_file_fails_with_one_error_line(tmp_path):
     """A replay file (like a user config or an edited .cruft.json) skips cookiecutter's
     own check of choices: the hook is what stops it, before any file is written."""
     answers = {
-        "project_name": "TW Webhook Receiver",
-        "project_slug": "tw-webhook-receiver",
-        "package_name": "tw_webhook_receiver",
-        "description": "Receives webhooks.",
-        "author_name": "Your Name",
-        "author_email": "you@example.com",
-        "python_version": "3.12",
-        "webhook_path": "/webhooks/tw",
+        **GOOD_ANSWERS,
         "deploy_target": "kubernetes",
-        "github_actions": True,
         "_copy_without_render": [".github/workflows/*"],
     }
     replay = tmp_path / "replay.json"
