@@ -17,8 +17,11 @@ help:
 	@echo "make bench      bake the defaults and print the performance table (a few minutes)"
 	@echo "make clean      remove $(BUILD_DIR)/ and caches (keeps $(VENV))"
 
+# Debian and Ubuntu ship Python's venv module in a package of its own.
 $(VENV)/.installed: requirements.txt
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "make: '$(PYTHON) -m venv' failed: this needs Python 3.11+ with its venv module" \
+	       "(on Debian and Ubuntu: sudo apt install python3-venv)" >&2; exit 1; }
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
