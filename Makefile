@@ -4,6 +4,7 @@
 
 PYTHON ?= python3
 VENV ?= .venv
+LOWEST_VENV ?= .venv-lowest
 BIN := $(VENV)/bin
 BUILD_DIR ?= build
 
@@ -26,9 +27,17 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
 
-install: $(VENV)/.installed
+# The generated project's dependencies at their lowest allowed versions, for the test
+# that runs part of its suite on them (tests/test_platforms.py).
+$(LOWEST_VENV)/.installed: requirements-lowest.txt
+	@$(PYTHON) -m venv $(LOWEST_VENV) || { rm -rf $(LOWEST_VENV); exit 1; }
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -r requirements-lowest.txt
+	touch $@
 
-test: $(VENV)/.installed
+install: $(VENV)/.installed $(LOWEST_VENV)/.installed
+
+test: install
 	$(BIN)/python -m pytest tests
 
 test-fast: $(VENV)/.installed
