@@ -23,6 +23,7 @@ import yaml
 from processes import PROJECT_ROOT, project_env, running, stop, wait_for, wait_until_up
 from recording_handlers import runs
 
+from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
 
@@ -208,6 +209,14 @@ def test_compose_runs_redis_with_persistence_and_the_two_commands():
         assert service["environment"]["REDIS_URL"].startswith("redis://redis:")
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
         assert (PROJECT_ROOT / service["env_file"]).is_file()
+
+
+@needs(COMPOSE)
+def test_compose_publishes_the_webhooks_but_not_the_metrics():
+    web = compose()["services"]["web"]
+    metrics_port = str(Settings.metrics_port)
+    assert web["expose"] == [metrics_port]
+    assert not any(metrics_port in str(mapping) for mapping in web["ports"])
 
 
 @needs(COMPOSE)
