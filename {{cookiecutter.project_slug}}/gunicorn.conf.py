@@ -42,8 +42,9 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Metrics (see metrics.py): every worker process writes its counts to files in this
 # directory, and the metrics port (`when_ready` below) sums them. It must be set before the
-# app is imported, which is why it is done here. A directory you set is emptied at start, so counts begin at zero;
-# without one, a private temporary directory is made and removed on exit.
+# app is imported, which is why it is done here. A directory you set is emptied at start,
+# so counts begin at zero; without one, a private temporary directory is made and removed
+# on exit.
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _metrics_dir:
     os.makedirs(_metrics_dir, exist_ok=True)
