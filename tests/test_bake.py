@@ -178,8 +178,10 @@ def test_deploy_files_match_the_target(baked):
     units = (f"{baked.slug}-web.service", f"{baked.slug}-worker@.service")
     for unit in units:
         assert (systemd / unit).is_file() == (target in ("systemd", "all")), unit
-    if target not in ("systemd", "all"):
-        assert not (root / "deploy").exists()
+    assert systemd.exists() == (target in ("systemd", "all"))
+    # The alert rules and the dashboard ship whatever the deploy target.
+    for name in ("deploy/prometheus/alerts.yml", "deploy/grafana/dashboard.json"):
+        assert (root / name).is_file(), name
 
 
 def test_github_actions_present_only_when_asked(baked):
