@@ -6,6 +6,7 @@ before with one taken after.
 
 import json
 import logging
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -15,6 +16,7 @@ from datetime import timedelta
 import pytest
 import redis
 from processes import cli, gunicorn, project_env
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -26,7 +28,6 @@ from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.metrics import (
     receiver_registry,
-    render,
     serve_receiver_metrics,
     serve_worker_metrics,
 )
@@ -57,9 +58,7 @@ def scrape(client) -> dict[tuple, float]:
     app = client.application
     queues = app.extensions["tw_intake"].queues
     lost_after = app.extensions["tw_settings"].worker_lost_after_seconds
-    output, content_type = render(receiver_registry(queues, lost_after))
-    assert content_type.startswith("text/plain")
-    return parse(output.decode())
+    return parse(generate_latest(receiver_registry(queues, lost_after)).decode())
 
 
 def fetch(url: str) -> str:
@@ -408,3 +407,22 @@ def test_request_lines_reach_the_log_at_info(redis_url, tmp_path):
             request_id = response.headers["X-Request-Id"]
     line = next(line for line in log.read_text().splitlines() if request_id in line)
     assert "INFO" in line and "accepted order.created evt_logged_1" in line
+
+
+def test_a_taken_metrics_port_is_logged_and_webhooks_are_still_served(redis_url, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = project_env(redis_url, TW_METRICS_PORT=str(port))
+        log = tmp_path / "web.log"
+        with gunicorn(env, log, workers=1) as base:
+            body = (
+                b'{"id": "evt_metrics_port_1", "type": "order.created", "created": 1, "data": {}}'
+            )
+            request = urllib.request.Request(
+                base + "{{ cookiecutter.webhook_path }}", data=body, headers=signed_headers(body)
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 202
+    assert f"metrics: cannot serve on 127.0.0.1:{port}" in log.read_text()

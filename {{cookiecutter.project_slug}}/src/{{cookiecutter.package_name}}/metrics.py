@@ -28,11 +28,9 @@ from wsgiref.simple_server import WSGIServer
 
 import redis
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
     multiprocess,
     start_http_server,
 )
@@ -221,11 +219,6 @@ def receiver_registry(queues: dict[str, Queue], lost_after: int) -> CollectorReg
         registry.register(REGISTRY)
     registry.register(QueueCollector(queues, lost_after))
     return registry
-
-
-def render(registry: CollectorRegistry) -> tuple[bytes, str]:
-    """The exposition text of a scrape and its content type."""
-    return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 def serve_receiver_metrics(settings: Settings) -> WSGIServer | None:
