@@ -63,6 +63,10 @@ LEFTOVER = re.compile(r"\{\{|\{%|cookiecutter\.(?!json\b)[A-Za-z_]")
 LEFTOVER_IN_WORKFLOWS = re.compile(
     r"(^|[^$])\{\{|\{%|cookiecutter\.(?!json\b)[A-Za-z_]"
 )
+# Prometheus' alert templates ({{ $labels.queue }}) and Grafana's legends ({{queue}}).
+LEFTOVER_IN_MONITORING = re.compile(
+    r"\{\{(?!( \$labels\.\w+ |\w+)\}\})|\{%|cookiecutter\.(?!json\b)[A-Za-z_]"
+)
 
 DOCKER_FILES = ("Dockerfile", ".dockerignore", "compose.yaml")
 PROCFILE_FILES = ("Procfile",)
@@ -197,7 +201,12 @@ def test_no_leftover_template_syntax(baked):
     for path, text in text_files(baked.path):
         relative = path.relative_to(baked.path)
         in_workflows = relative.parts[:2] == (".github", "workflows")
+        in_monitoring = relative.parts[:2] in (
+            ("deploy", "prometheus"),
+            ("deploy", "grafana"),
+        )
         pattern = LEFTOVER_IN_WORKFLOWS if in_workflows else LEFTOVER
+        pattern = LEFTOVER_IN_MONITORING if in_monitoring else pattern
         for lineno, line in enumerate(text.splitlines(), 1):
             if pattern.search(line):
                 leftovers.append(f"{relative}:{lineno}: {line.strip()}")

@@ -13,6 +13,7 @@ every metric they name must be one the receiver or the worker exports.
 
 import contextlib
 import json
+import os
 import re
 import sys
 import time
@@ -127,6 +128,46 @@ def exported_names(*scrapes: str) -> set[str]:
     return names
 
 
+def steady_traffic(base: str, seconds: float) -> None:
+    """A minute of mixed deliveries, for a picture of the dashboard: orders (one in 25
+    failing), prices (no worker takes them), repeats, wrong secrets, stale timestamps."""
+    end, n = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        n += 1
+        order = make_event("order.created", {"n": n, "fail": n % 25 == 0})
+        post(base, order)
+        if n % 3 == 0:
+            post(base, make_event("price.updated"))
+        if n % 10 == 0:
+            post(base, order)
+        if n % 20 == 0:
+            post(base, make_event("price.updated"), secret="whsec_wrong")
+        if n % 30 == 0:
+            post(base, make_event("price.updated"), timestamp=int(time.time()) - 400)
+        time.sleep(0.1)
+
+
+def keep_series(prom: Prometheus, start: float, path: Path) -> None:
+    """Write each panel's series since `start` to `path` (JSON), queried as Grafana would
+    with 1 s scrapes; for drawing the dashboard from real data."""
+    panels = []
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        series = []
+        for target in panel.get("targets", []):
+            answer = prom.get(
+                "/api/v1/query_range",
+                query=target["expr"].replace("$__rate_interval", "4s"),
+                start=str(start),
+                end=str(time.time()),
+                step="1",
+            )
+            for result in answer["data"]["result"]:
+                legend, labels = target["legendFormat"], result["metric"]
+                series.append({"legend": legend, "labels": labels, "values": result["values"]})
+        panels.append({**panel, "series": series})
+    path.write_text(json.dumps(panels, indent=1))
+
+
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as response:
         return response.read().decode()
@@ -167,6 +208,7 @@ def test_every_panel_and_alert_query_runs_on_real_metrics(redis_url, tmp_path):
         prometheus(tmp_path, receiver_port, worker_port) as prom,
     ):
         wait_for(lambda: prom.value('sum(up{job=~"receiver|worker"})') == 2)
+        started = time.time()
         # One of each rejection first, so that Prometheus has each series before the burst
         # (a counter's increase is counted from its first scrape).
         stale = int(time.time()) - 400
@@ -216,6 +258,9 @@ def test_every_panel_and_alert_query_runs_on_real_metrics(redis_url, tmp_path):
         rules = prom.get("/api/v1/rules")["data"]["groups"][0]["rules"]
         assert {rule["name"] for rule in rules} == set(alerts)
         assert {rule["health"] for rule in rules} == {"ok"}
+        if os.environ.get("DASHBOARD_DATA"):  # a path: keep the panels' data there
+            steady_traffic(base, 60)
+            keep_series(prom, started - 2, Path(os.environ["DASHBOARD_DATA"]))
 
     named = {
         name
