@@ -51,7 +51,7 @@ ALERTS_WITH_DATA = {
 }
 BACKPRESSURE_ALERT = "TWBackpressureRefusals"
 FAILING = 3  # orders whose handler fails every retry
-MAX_QUEUE_DEPTH = 3  # prices waiting before the receiver refuses more with 429
+MAX_QUEUE_DEPTH = 10  # waiting events (more than the orders sent at once) before 429
 
 
 class Prometheus:
@@ -209,22 +209,27 @@ def test_every_panel_and_alert_query_runs_on_real_metrics(redis_url, tmp_path):
     ):
         wait_for(lambda: prom.value('sum(up{job=~"receiver|worker"})') == 2)
         started = time.time()
-        # One of each rejection first, so that Prometheus has each series before the burst
-        # (a counter's increase is counted from its first scrape).
+        # One of each outcome first, so that Prometheus has each counter's series before
+        # the burst: an increase is counted from a series' first scrape.
         stale = int(time.time()) - 400
         first = [
             post(base, make_event("price.updated"), secret="whsec_wrong"),
             post(base, make_event("price.updated"), timestamp=stale),
+            post(base, make_event("order.created", {"n": 0})),
         ]
-        assert first == [401, 401]
-        wait_for(
-            lambda: prom.query('tw_webhooks_rejected_total{code="timestamp_out_of_tolerance"}')
-        )
-        statuses = [post(base, make_event("order.created", {"n": n})) for n in range(6)]
+        assert first == [401, 401, 202]
+        wait_for(lambda: prom.query('tw_webhooks_enqueued_total{queue="orders"}'))
+        statuses = [post(base, make_event("order.created", {"n": n})) for n in range(1, 6)]
         statuses += [
             post(base, make_event("order.created", {"fail": True})) for _ in range(FAILING)
         ]
-        statuses += [post(base, make_event("price.updated")) for _ in range(MAX_QUEUE_DEPTH + 2)]
+        # Prices fill their queue (no worker takes them), then one more, and once more
+        # after a scrape if that one was refused (when the receiver applies
+        # TW_MAX_QUEUE_DEPTH, the 429s are counted as rejected `queue_full`).
+        statuses += [post(base, make_event("price.updated")) for _ in range(MAX_QUEUE_DEPTH + 1)]
+        if statuses[-1] == 429:
+            wait_for(lambda: prom.query('tw_webhooks_rejected_total{code="queue_full"}'))
+        statuses.append(post(base, make_event("price.updated")))
         refused = statuses.count(429)
         assert statuses.count(202) == len(statuses) - refused
         assert refused in (0, 2)  # 2 once the receiver applies TW_MAX_QUEUE_DEPTH
