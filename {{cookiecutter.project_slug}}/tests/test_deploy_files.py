@@ -25,6 +25,7 @@ import yaml
 from processes import PROJECT_ROOT, project_env, running, stop, wait_for, wait_until_up
 from recording_handlers import runs
 
+from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
 
@@ -282,6 +283,14 @@ def test_dockerfile_gives_handlers_one_writable_state_dir():
         mounts = [v.split(":") for v in config["services"]["worker"]["volumes"]]
         assert [target for _, target in mounts] == [state_dir]
         assert all(source in config["volumes"] for source, _ in mounts)
+
+
+@needs(COMPOSE)
+def test_compose_publishes_the_webhooks_but_not_the_metrics():
+    web = compose()["services"]["web"]
+    metrics_port = str(Settings.metrics_port)
+    assert web["expose"] == [metrics_port]
+    assert not any(metrics_port in str(mapping) for mapping in web["ports"])
 
 
 @needs(COMPOSE)

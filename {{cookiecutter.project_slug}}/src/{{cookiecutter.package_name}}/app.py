@@ -55,17 +55,19 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 def log_request(status: int, is_delivery: bool) -> None:
-    """Count a delivery to the webhook route, and write the request's one log line.
+    """Count and time a delivery to the webhook route, and write the request's one log line.
 
-    Deliveries are logged at INFO, other requests (health checks, scrapes) at DEBUG unless
-    they failed. Only the request id, the event's id and type, the outcome and the latency
+    Deliveries are logged at INFO, other requests (health checks) at DEBUG unless they
+    failed. Only the request id, the event's id and type, the outcome and the latency
     are logged: never a header, a body or a secret.
     """
     state = g._get_current_object()  # read once: every `g.x` goes through a proxy
     outcome = state.get("outcome", "ok")
     event = state.get("event")
+    elapsed = time.perf_counter() - state.started
     if is_delivery:
         metrics.RECEIVED.inc()
+        metrics.REQUEST_DURATION.observe(elapsed)
         if outcome == "accepted":
             metrics.ENQUEUED.labels(events.queue_for(event["type"])).inc()
         elif outcome == "duplicate":
@@ -77,7 +79,7 @@ def log_request(status: int, is_delivery: bool) -> None:
     level = logging.INFO if is_delivery or status >= 400 else logging.DEBUG
     if not log.isEnabledFor(level):
         return
-    latency_ms = round((time.perf_counter() - state.started) * 1000, 2)
+    latency_ms = round(elapsed * 1000, 2)
     method, path = request.method, request.path
     if not path.isprintable():
         path = repr(path)
@@ -170,11 +172,6 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     @app.get("/healthz")
     def healthz() -> Response:
         return _json({"status": "ok"}, 200)
-
-    @app.get("/metrics")
-    def metrics_endpoint() -> Response:
-        output, content_type = metrics.render(intake.queues)
-        return Response(output, 200, content_type=content_type)
 
     @app.get("/readyz")
     def readyz() -> Response:

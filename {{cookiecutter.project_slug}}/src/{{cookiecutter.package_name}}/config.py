@@ -41,6 +41,9 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     worker_metrics_port: int = 0
+    # The receiver's metrics, served by gunicorn's master on a port of their own (0: off).
+    metrics_port: int = 9180
+    metrics_addr: str = "0.0.0.0"
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -139,6 +142,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         log_level=log_level,
         worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0, maximum=65535),
+        metrics_port=_int(env, "TW_METRICS_PORT", Settings.metrics_port, maximum=65535),
+        metrics_addr=env.get("TW_METRICS_ADDR", "").strip() or Settings.metrics_addr,
     )
 
 

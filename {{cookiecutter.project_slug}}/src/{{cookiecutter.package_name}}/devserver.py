@@ -57,6 +57,9 @@ def run(
 ) -> int:
     """Run everything until Ctrl-C, SIGTERM or a child exiting; return an exit status."""
     child_env = dict(env)
+    # gunicorn.conf.py, read from the working directory, serves the metrics (9180): like
+    # the receiver, only on this host unless told otherwise.
+    child_env.setdefault("TW_METRICS_ADDR", host)
     embedded = None
     if not child_env.get("REDIS_URL"):
         embedded = EmbeddedRedis().start()
