@@ -210,6 +210,35 @@ def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
     return status
 
 
+def _ago(moment: datetime, now: datetime) -> str:
+    seconds = max(int((now - moment).total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
+    uses = inspect_events.secret_usage(connect(settings), settings.require_secrets())
+    now = datetime.now(UTC)
+    rows = [("secret", "fingerprint", "last verified a delivery")]
+    for use in uses:
+        position = str(use.position) if use.position else "not here"
+        when = "never" if use.last_verified is None else (
+            f"{_when(use.last_verified)} ({_ago(use.last_verified, now)})"
+        )  # fmt: skip
+        rows.append((position, use.fingerprint, when))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for row in rows:
+        print("  ".join([*map(str.ljust, row[:2], widths), row[2]]))
+    if any(use.position is None for use in uses):
+        print(
+            "\n'not here': a secret this receiver does not have verified deliveries on "
+            "another receiver sharing this Redis."
+        )
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from . import worker
 
@@ -305,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--dry-run", action="store_true", help="print curl commands, send nothing")
     rep.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     rep.set_defaults(func=cmd_replay)
+
+    secrets = commands.add_parser(
+        "secrets", help="each signing secret's fingerprint and when it last verified a delivery"
+    )
+    secrets.set_defaults(func=cmd_secrets)
 
     work = commands.add_parser("worker", help="run an RQ worker on the project's queues")
     work.add_argument(

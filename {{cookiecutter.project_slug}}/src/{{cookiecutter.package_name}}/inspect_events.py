@@ -32,8 +32,9 @@ from rq.serializers import JSONSerializer
 from . import capture
 from .config import Settings
 from .events import QUEUES, check_type_pattern, type_matches
-from .intake import is_seen
+from .intake import is_seen, secrets_last_verified
 from .jobs import DONE_META_KEY, FAILED_META_KEY, LAST_ERROR_META_KEY
+from .signature import fingerprint
 
 # RQ's job statuses in the words the commands use.
 STATUS_NAMES = {
@@ -395,6 +396,36 @@ def retry(connection: redis.Redis, settings: Settings, event_id: str) -> Job:
     except InvalidJobOperation:
         status = STATUS_NAMES.get(job.get_status(refresh=False), "unknown")
         raise NotFailed(f"event {event_id} is not failed (it is {status})") from None
+
+
+@dataclass(frozen=True)
+class SecretUse:
+    """One signing secret, named without revealing it, and when it last verified a
+    delivery (by Redis' clock, on any receiver sharing this Redis)."""
+
+    position: int | None  # in TW_WEBHOOK_SECRETS, from 1; None: not configured here
+    fingerprint: str  # `signature.fingerprint(secret)`
+    last_verified: datetime | None  # None: never, as far as this Redis remembers
+
+
+def secret_usage(connection: redis.Redis, secrets: Iterable[str]) -> list[SecretUse]:
+    """The configured secrets in order, then any other secret that verified deliveries on
+    a receiver sharing this Redis (one still configured elsewhere), most recent first.
+
+    A secret can go once its `last_verified` is older than the sender's retry window.
+    """
+    used = secrets_last_verified(connection)
+
+    def when(print_: str) -> datetime | None:
+        stamp = used.pop(print_, None)
+        return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
+
+    configured = [
+        SecretUse(position, print_, when(print_))
+        for position, print_ in enumerate(map(fingerprint, secrets), 1)
+    ]
+    others = sorted(used.items(), key=lambda item: item[1], reverse=True)
+    return configured + [SecretUse(None, print_, when(print_)) for print_, _ in others]
 
 
 def captured(connection: redis.Redis, event_id: str) -> capture.Captured | None:
