@@ -116,6 +116,8 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"attempts:      {info.attempts}")
         print(f"retries left:  {info.retries_left if info.retries_left is not None else 0}")
         print(f"handlers done: {', '.join(info.handlers_done) or '-'}")
+        if info.handlers_failed:
+            print(f"failed last:   {', '.join(info.handlers_failed)}")
         if info.last_error:
             print("last error:\n  " + info.last_error.strip().replace("\n", "\n  "))
     if archived is not None:
