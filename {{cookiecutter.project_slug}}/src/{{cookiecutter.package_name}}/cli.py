@@ -189,6 +189,10 @@ def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.processes > 1:
+        from . import supervisor
+
+        return supervisor.supervise(args.processes, args.queue, args.burst, settings)
     from . import worker
 
     worker.run(settings, args.queue, burst=args.burst)
@@ -264,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="listen on this queue only (repeatable; default: all, orders first)",
     )  # fmt: skip
     work.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    work.add_argument(
+        "--processes", type=_count, default=1, metavar="N",
+        help="run N worker processes under this one, replacing any that dies (default 1)",
+    )  # fmt: skip
     work.set_defaults(func=cmd_worker)
 
     dev = commands.add_parser("dev", help="web + worker (+ embedded Redis) with auto-reload")
