@@ -42,11 +42,13 @@ def project_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def running(
+    command: list[str], env: dict[str, str], log: Path, cwd: Path = PROJECT_ROOT
+) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as out:
         process = subprocess.Popen(
             command,
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,137 @@
+"""Worker processes figures: events/s of `worker --processes N` with a handler that waits.
+
+    python benchmarks/worker_pool.py                       # bake the defaults, N = 1 2 4 8 16
+    python benchmarks/worker_pool.py --project DIR --processes 1 4 --rq-pool
+
+Each handler run waits 50 ms (`sleep_handlers.py`, `--sleep-ms`), as a handler calling a
+remote API does. For each contender the workers are started first and the clock runs only
+once every process has registered with Redis; then events are queued through the
+project's own intake, and throughput is taken from the jobs' own start and end stamps
+(`drain.jobs_per_second`). Every row is compared with one single-process `worker`.
+`--rq-pool` adds RQ's own `WorkerPool` running the project's `Worker` class, the
+alternative the command's supervisor was measured against. A private redis-server is
+started for the run, as in `run.py`; nothing here is part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import drain  # noqa: E402
+from run import bake, machine  # noqa: E402
+
+
+def workers_registered(conn) -> int:
+    return conn.scard("rq:workers")
+
+
+def drain_with(command, project, package, redis_url, conn, processes, events, sleep_ms):
+    """Start `command`, wait for `processes` workers, drain `events`; (events/s, start-up s)."""
+    conn.flushdb()
+    env = drain._env(
+        project, package, redis_url,
+        TW_HANDLER_MODULES="sleep_handlers", BENCH_HANDLER_SLEEP_MS=str(sleep_ms),
+    )  # fmt: skip
+    launched = time.monotonic()
+    process = subprocess.Popen(command, env=env, cwd=project, start_new_session=True)
+    try:
+        while workers_registered(conn) < processes:
+            if process.poll() is not None:
+                raise RuntimeError(f"{command} exited with {process.returncode}")
+            time.sleep(0.05)
+        startup = time.monotonic() - launched
+        ids = drain.queue_events(conn, package, events)
+        deadline = time.monotonic() + 60 + events * sleep_ms / 1000
+        while _unfinished(conn, ids):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the events were not drained in time")
+            time.sleep(0.1)
+        return drain.jobs_per_second(conn, ids), startup
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def _unfinished(conn, ids) -> bool:
+    pipe = conn.pipeline(transaction=False)
+    for job_id in ids:
+        pipe.hget(f"rq:job:{job_id}", "status")
+    return any(status != b"finished" for status in pipe.execute())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--project", type=Path, help="a default bake (default: bake one now)")
+    parser.add_argument("--package", default="tw_webhook_receiver")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--sleep-ms", type=float, default=50, help="each handler run's wait")
+    parser.add_argument("--seconds", type=float, default=4, help="ideal drain time per run")
+    parser.add_argument("--runs", type=int, default=1, help="runs per figure (median kept)")
+    parser.add_argument("--rq-pool", action="store_true", help="also RQ's WorkerPool")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="tw-bench-") as scratch:
+        project = args.project.resolve() if args.project else bake(Path(scratch))
+        sys.path.insert(0, str(project / "src"))
+        embedded = importlib.import_module(f"{args.package}.embedded_redis")
+        import redis
+
+        with embedded.EmbeddedRedis() as server:
+            conn = redis.Redis.from_url(server.url)
+            info = machine()
+            print(
+                f"machine: {info['cores']} cores, {info['cpu']}, Python {info['python']}; "
+                f"handler waits {args.sleep_ms:g} ms (time.sleep)",
+                flush=True,
+            )
+            worker = [sys.executable, "-m", args.package, "worker"]
+            contenders = [("worker (one process)", 1, worker)]
+            for n in args.processes:
+                contenders.append((f"worker --processes {n}", n, [*worker, "--processes", str(n)]))
+                if args.rq_pool:
+                    pool = [sys.executable, str(HERE / "rq_pool.py"), str(n)]
+                    contenders.append((f"rq WorkerPool({n})", n, pool))
+            ideal_one = 1000 / args.sleep_ms
+            rows = []
+            for name, n, command in contenders:
+                events = max(50, int(args.seconds * ideal_one * n))
+                results = [
+                    drain_with(
+                        command, project, args.package, server.url, conn, n, events, args.sleep_ms
+                    )
+                    for _ in range(args.runs)
+                ]
+                rate = statistics.median(r[0] for r in results)
+                startup = statistics.median(r[1] for r in results)
+                rows.append((name, n, events, rate, startup))
+                print(f"  {name:<26} {rate:7.1f} events/s  ({events} events)", flush=True)
+
+    single = rows[0][3]
+    print()
+    print(
+        f"{'contender':<26} {'events':>6} {'events/s':>9} {'x single':>9} "
+        f"{'of ideal':>9} {'start-up':>9}"
+    )
+    for name, n, events, rate, startup in rows:
+        ideal = n * 1000 / args.sleep_ms
+        print(
+            f"{name:<26} {events:>6} {rate:>9.1f} {rate / single:>9.2f} "
+            f"{rate / ideal:>8.0%} {startup:>8.1f}s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
