@@ -16,16 +16,13 @@ from rq.worker_pool import WorkerPool
 
 package = os.environ.get("BENCH_PACKAGE", "tw_webhook_receiver")
 config = importlib.import_module(f"{package}.config")
-connection = importlib.import_module(f"{package}.connection")
-events = importlib.import_module(f"{package}.events")
-registry = importlib.import_module(f"{package}.registry")
 worker = importlib.import_module(f"{package}.worker")
 
-settings = config.settings_from_env()
-registry.registry.load(settings.handler_modules)
+# The command's own worker, built here only to load the handlers and open the connection.
+model = worker.build_worker(config.settings_from_env())
 pool = WorkerPool(
-    list(events.QUEUES),
-    connection=connection.connect(settings),
+    [queue.name for queue in model.queues],
+    connection=model.connection,
     num_workers=int(sys.argv[1]),
     worker_class=worker.Worker,
     queue_class=worker.MovingQueue,

@@ -37,8 +37,32 @@ def workers_registered(conn) -> int:
     return conn.scard("rq:workers")
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by `pid` and every process below it (Linux)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue  # gone meanwhile
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        todo.extend(map(int, children))
+    return total
+
+
+def redis_cpu(conn) -> float:
+    info = conn.info("cpu")
+    return info["used_cpu_user"] + info["used_cpu_sys"]
+
+
 def drain_with(command, project, package, redis_url, conn, processes, events, sleep_ms):
-    """Start `command`, wait for `processes` workers, drain `events`; (events/s, start-up s)."""
+    """Start `command`, wait for `processes` workers, drain `events`.
+
+    Returns events/s, start-up seconds, and the CPU milliseconds per event that the
+    workers and Redis spent while draining.
+    """
     conn.flushdb()
     env = drain._env(
         project, package, redis_url,
@@ -52,13 +76,16 @@ def drain_with(command, project, package, redis_url, conn, processes, events, sl
                 raise RuntimeError(f"{command} exited with {process.returncode}")
             time.sleep(0.05)
         startup = time.monotonic() - launched
+        cpu_before, redis_before = tree_cpu(process.pid), redis_cpu(conn)
         ids = drain.queue_events(conn, package, events)
         deadline = time.monotonic() + 60 + events * sleep_ms / 1000
         while _unfinished(conn, ids):
             if time.monotonic() > deadline:
                 raise RuntimeError("the events were not drained in time")
             time.sleep(0.1)
-        return drain.jobs_per_second(conn, ids), startup
+        worker_ms = (tree_cpu(process.pid) - cpu_before) * 1000 / events
+        redis_ms = (redis_cpu(conn) - redis_before) * 1000 / events
+        return drain.jobs_per_second(conn, ids), startup, worker_ms, redis_ms
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=60)
@@ -113,23 +140,32 @@ def main(argv=None) -> int:
                     )
                     for _ in range(args.runs)
                 ]
-                rate = statistics.median(r[0] for r in results)
-                startup = statistics.median(r[1] for r in results)
-                rows.append((name, n, events, rate, startup))
+                rate, startup, worker_ms, redis_ms = (
+                    statistics.median(r[i] for r in results) for i in range(4)
+                )
+                rows.append((name, n, events, rate, startup, worker_ms, redis_ms))
                 print(f"  {name:<26} {rate:7.1f} events/s  ({events} events)", flush=True)
 
     single = rows[0][3]
     print()
     print(
-        f"{'contender':<26} {'events':>6} {'events/s':>9} {'x single':>9} "
-        f"{'of ideal':>9} {'start-up':>9}"
+        f"{'contender':<26} {'events':>6} {'events/s':>9} {'x single':>9} {'of ideal':>9} "
+        f"{'start-up':>9} {'CPU ms/event':>13} {'Redis CPU ms/event':>19}"
     )
-    for name, n, events, rate, startup in rows:
+    for name, n, events, rate, startup, worker_ms, redis_ms in rows:
         ideal = n * 1000 / args.sleep_ms
         print(
-            f"{name:<26} {events:>6} {rate:>9.1f} {rate / single:>9.2f} "
-            f"{rate / ideal:>8.0%} {startup:>8.1f}s"
+            f"{name:<26} {events:>6} {rate:>9.1f} {rate / single:>9.2f} {rate / ideal:>8.0%} "
+            f"{startup:>8.1f}s {worker_ms:>13.1f} {redis_ms:>19.2f}"
         )
+    cpu_ms = statistics.median(row[5] + row[6] for row in rows)
+    cores = int(info["cores"])
+    print(
+        f"\nideal: N x {1000 / args.sleep_ms:g} events/s. CPU per event (workers + Redis, "
+        f"median) {cpu_ms:.1f} ms, so {cores} cores can carry at most about "
+        f"{cores * 1000 / cpu_ms:.0f} events/s however many processes wait; "
+        f"load average now {os.getloadavg()[0]:.1f}."
+    )
     return 0
 
 
