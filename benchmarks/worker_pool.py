@@ -29,8 +29,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import drain  # noqa: E402
-from run import bake, machine  # noqa: E402
+import drain
+from run import bake, machine
 
 
 def workers_registered(conn) -> int:
