@@ -12,6 +12,10 @@ import pytest
 from {{ cookiecutter.package_name }}.sandbox import Options
 
 ORDER = {"items": [{"listingId": "lst_7Qm2Floor", "quantity": 2}]}
+# One transport for every client of these tests: building one loads the CA bundle, which
+# takes longer than the requests themselves.
+TRANSPORT = httpx.HTTPTransport()
+HTTP = httpx.Client(transport=TRANSPORT)
 
 
 def get_token(api, scope=None, client_id=None, client_secret=None):
@@ -22,7 +26,7 @@ def get_token(api, scope=None, client_id=None, client_secret=None):
     }
     if scope is not None:
         body["scope"] = scope
-    return httpx.post(api.url + "/v1/oauth/token", json=body)
+    return HTTP.post(api.url + "/v1/oauth/token", json=body)
 
 
 def connect(api, scope=None, **credentials) -> httpx.Client:
@@ -30,7 +34,7 @@ def connect(api, scope=None, **credentials) -> httpx.Client:
     answer = get_token(api, scope, **credentials)
     assert answer.status_code == 200, answer.text
     headers = {"Authorization": "Bearer " + answer.json()["access_token"]}
-    return httpx.Client(base_url=api.url, headers=headers)
+    return httpx.Client(base_url=api.url, headers=headers, transport=TRANSPORT)
 
 
 def assert_error(answer, status, code):
@@ -66,9 +70,9 @@ def test_token_refusals(sandbox):
     assert_error(get_token(sandbox, scope=""), 400, "invalid_scope")
     grant = {"client_id": sandbox.client_id, "client_secret": sandbox.client_secret}
     url = sandbox.url + "/v1/oauth/token"
-    assert_error(httpx.post(url, json=grant), 400, "unsupported_grant_type")
+    assert_error(HTTP.post(url, json=grant), 400, "unsupported_grant_type")
     form = {**grant, "grant_type": "client_credentials"}
-    assert_error(httpx.post(url, data=form), 400, "invalid_request")  # JSON, not a form
+    assert_error(HTTP.post(url, data=form), 400, "invalid_request")  # JSON, not a form
     assert sandbox.stats()["tokensIssued"] == 0
 
 
@@ -91,9 +95,9 @@ def test_tokens_expire_and_unknown_ones_are_refused(start_sandbox):
     expired = client.get("/v1/health")
     assert_error(expired, 401, "token_expired")
     assert expired.headers["WWW-Authenticate"].startswith("Bearer")
-    assert_error(httpx.get(api.url + "/v1/health"), 401, "missing_token")
+    assert_error(HTTP.get(api.url + "/v1/health"), 401, "missing_token")
     forged = {"Authorization": "Bearer tok_forged"}
-    assert_error(httpx.get(api.url + "/v1/health", headers=forged), 401, "invalid_token")
+    assert_error(HTTP.get(api.url + "/v1/health", headers=forged), 401, "invalid_token")
     assert connect(api).get("/v1/health").status_code == 200  # a new token works
 
 
@@ -245,15 +249,15 @@ def test_confirm_fulfill_and_cancel(sandbox):
 
 def test_price_change_control(sandbox):
     url = sandbox.url + "/_sandbox/listings/lst_7Qm2Floor/price"
-    answer = httpx.put(url, json={"amount": 13000})
+    answer = HTTP.put(url, json={"amount": 13000})
     assert answer.status_code == 200
     assert answer.json()["price"] == {"amount": 13000, "currency": "CAD"}
     assert answer.json()["previousPrice"] == {"amount": 12500, "currency": "CAD"}
     order = connect(sandbox).post("/v1/orders", json=ORDER).json()
     assert order["total"]["amount"] == 26000
-    assert_error(httpx.put(url, json={"amount": 0}), 422, "validation_failed")
+    assert_error(HTTP.put(url, json={"amount": 0}), 422, "validation_failed")
     missing = sandbox.url + "/_sandbox/listings/lst_nope/price"
-    assert_error(httpx.put(missing, json={"amount": 100}), 404, "listing_not_found")
+    assert_error(HTTP.put(missing, json={"amount": 100}), 404, "listing_not_found")
 
 
 # --- idempotency -----------------------------------------------------------------------
@@ -446,8 +450,8 @@ def test_stats_count_api_requests_by_status(sandbox):
     client.post("/v1/orders", json=ORDER)  # 201
     client.post("/v1/orders", json=ORDER)  # 201
     client.get("/v1/orders/ord_missing")  # 404
-    httpx.get(sandbox.url + "/v1/health")  # 401
-    stats = httpx.get(sandbox.url + "/_sandbox/stats")
+    HTTP.get(sandbox.url + "/v1/health")  # 401
+    stats = HTTP.get(sandbox.url + "/_sandbox/stats")
     assert stats.status_code == 200
     body = stats.json()
     assert body["requests"] == 5
@@ -455,7 +459,7 @@ def test_stats_count_api_requests_by_status(sandbox):
     assert body["orders"] == 2
     assert body["webhooks"] is None
     assert "X-RateLimit-Limit" not in stats.headers  # a control, not counted
-    assert httpx.get(sandbox.url + "/_sandbox/stats").json()["requests"] == 5
+    assert HTTP.get(sandbox.url + "/_sandbox/stats").json()["requests"] == 5
 
 
 def test_options_refuse_nonsense():

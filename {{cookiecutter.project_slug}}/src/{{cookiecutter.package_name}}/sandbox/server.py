@@ -12,6 +12,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
@@ -19,6 +20,9 @@ from .app import State, build_state, create_app
 from .options import Options
 from .sender import WebhookSender
 from .store import Store
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -75,19 +79,28 @@ def running(
     elif fields:
         raise TypeError("give an Options or its fields, not both")
     state = build_state(options)
-    app = create_app(state=state)
+    try:
+        with serving(create_app(state=state), host, port) as url:
+            yield Sandbox(url, state)
+    finally:
+        if state.sender is not None:
+            state.sender.close()
+
+
+@contextlib.contextmanager
+def serving(app: WSGIApplication, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve any WSGI app (the sandbox, or the receiver in tests) from a background thread
+    until the block ends; yields its base URL. Port 0 picks a free port."""
     server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="sandbox", daemon=True
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="wsgi", daemon=True
     )
     thread.start()
     try:
-        yield Sandbox(f"http://{host}:{server.server_port}", state)
+        yield f"http://{host}:{server.server_port}"
     finally:
         server.shutdown()
         server.server_close()
-        if state.sender is not None:
-            state.sender.close()
 
 
 def serve(options: Options, host: str, port: int, announce: Callable[[str], None] = print) -> None:
