@@ -199,7 +199,10 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from . import devserver
 
     settings.require_secrets()
-    return devserver.run(load_environment(), args.host, args.port, reload=not args.no_reload)
+    return devserver.run(
+        load_environment(), args.host, args.port, reload=not args.no_reload,
+        sandbox_webhook_path=settings.webhook_path if args.sandbox else None,
+    )  # fmt: skip
 
 
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
@@ -308,6 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--no-reload", action="store_true", help="do not restart on code changes")
+    dev.add_argument(
+        "--sandbox", action="store_true",
+        help="also run the API sandbox; the worker's API client talks to it",
+    )  # fmt: skip
     dev.set_defaults(func=cmd_dev)
 
     sbx = commands.add_parser(
