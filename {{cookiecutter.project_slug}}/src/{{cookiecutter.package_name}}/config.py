@@ -41,6 +41,8 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     worker_metrics_port: int = 0
+    api_client_id: str = ""
+    api_client_secret: str = ""
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -139,6 +141,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         log_level=log_level,
         worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0, maximum=65535),
+        api_client_id=env.get("TW_API_CLIENT_ID", "").strip(),
+        api_client_secret=env.get("TW_API_CLIENT_SECRET", "").strip(),
     )
 
 
