@@ -46,6 +46,8 @@ class Settings:
     # The receiver's metrics, served by gunicorn's master on a port of their own (0: off).
     metrics_port: int = 9180
     metrics_addr: str = "0.0.0.0"
+    api_client_id: str = ""
+    api_client_secret: str = ""
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -147,6 +149,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0, maximum=65535),
         metrics_port=_int(env, "TW_METRICS_PORT", Settings.metrics_port, maximum=65535),
         metrics_addr=env.get("TW_METRICS_ADDR", "").strip() or Settings.metrics_addr,
+        api_client_id=env.get("TW_API_CLIENT_ID", "").strip(),
+        api_client_secret=env.get("TW_API_CLIENT_SECRET", "").strip(),
     )
 
 
