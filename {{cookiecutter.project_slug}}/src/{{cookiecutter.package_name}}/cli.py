@@ -202,6 +202,12 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     return devserver.run(load_environment(), args.host, args.port, reload=not args.no_reload)
 
 
+def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    from .console import server
+
+    return server.run(settings, args.host, args.port, read_only=args.read_only)
+
+
 def _count(value: str) -> int:
     """An argparse type: a whole number, at least 1."""
     try:
@@ -306,6 +312,15 @@ def build_parser() -> argparse.ArgumentParser:
     fretry.add_argument("ids", nargs="*", metavar="ID", help="event ids to requeue")
     fretry.add_argument("--all", action="store_true", help="requeue every failed event")
     fretry.set_defaults(func=cmd_failed_retry)
+
+    con = commands.add_parser("console", help="a web page to see, search and recover events")
+    con.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other needs TW_CONSOLE_TOKEN)",
+    )  # fmt: skip
+    con.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    con.add_argument("--read-only", action="store_true", help="show, but never change anything")
+    con.set_defaults(func=cmd_console)
     return parser
 
 

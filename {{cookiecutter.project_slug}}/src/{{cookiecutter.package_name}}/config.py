@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Chosen when the project was generated; TW_WEBHOOK_PATH overrides it.
 DEFAULT_WEBHOOK_PATH = "{{ cookiecutter.webhook_path }}"
@@ -41,6 +41,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     worker_metrics_port: int = 0
+    console_token: str = field(default="", repr=False)
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -139,6 +140,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         log_level=log_level,
         worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0, maximum=65535),
+        console_token=env.get("TW_CONSOLE_TOKEN", "").strip(),
     )
 
 
