@@ -38,6 +38,8 @@ class Settings:
     retry_base_seconds: int = 10
     retry_max_seconds: int = 3600
     capture_max_events: int = 0
+    # Waiting jobs a queue may hold before the receiver answers 429 (0: no limit).
+    max_queue_depth: int = 100_000
     log_format: str = "text"
     log_level: str = "INFO"
     worker_metrics_port: int = 0
@@ -137,6 +139,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         retry_base_seconds=_int(env, "TW_RETRY_BASE_SECONDS", 10),
         retry_max_seconds=_int(env, "TW_RETRY_MAX_SECONDS", 3600),
         capture_max_events=_int(env, "TW_CAPTURE_MAX_EVENTS", 0),
+        max_queue_depth=_int(env, "TW_MAX_QUEUE_DEPTH", Settings.max_queue_depth),
         log_format=log_format,
         log_level=log_level,
         worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0, maximum=65535),

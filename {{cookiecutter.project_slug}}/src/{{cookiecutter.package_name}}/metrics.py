@@ -63,6 +63,13 @@ ERRORS = Counter(
     ["code"],
     registry=REGISTRY,
 )
+VERIFIED = Counter(
+    "tw_webhooks_verified",
+    "Deliveries whose signature a configured secret verified, by that secret's position in "
+    "TW_WEBHOOK_SECRETS (from 1) and fingerprint (see the `secrets` command).",
+    ["secret", "fingerprint"],
+    registry=REGISTRY,
+)
 DUPLICATES = Counter(
     "tw_webhooks_duplicate",
     "Deliveries of an event id already seen within the dedupe window (200 duplicate).",
