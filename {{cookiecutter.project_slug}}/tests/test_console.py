@@ -117,7 +117,11 @@ def test_events_filter_by_status_type_id_and_time(mixed, console):
     assert ids("?type=price.updated&status=queued") == []
     assert ids("?id=" + mixed["queued"]["id"][4:14]) == [mixed["queued"]["id"]]
     assert sorted(ids("?since=2000-01-01T00:00")) == sorted(everything)
+    assert sorted(ids("?since=1h")) == sorted(everything)
     assert ids("?until=2000-01-01T00:00") == []
+    # The handler that failed, by its short name, as `failed retry --handler` takes it.
+    assert ids("?handler=mails") == ids("?status=failed&handler=mails") == [mixed["failed"]["id"]]
+    assert ids("?handler=books") == []
 
 
 def test_events_are_paginated(state, receiver, settings, redis_conn, console, monkeypatch):
@@ -137,7 +141,7 @@ def test_bad_filters_are_explained_with_400(console):
     response = console.get("/events?type=ord*er")
     assert response.status_code == 400 and "bad event type pattern" in text(response)
     response = console.get("/events?since=yesterday")
-    assert response.status_code == 400 and "since: want a date and time" in text(response)
+    assert response.status_code == 400 and "since: want unix seconds" in text(response)
     response = console.get("/events?status=lost")
     assert response.status_code == 400 and "status: choose one of" in text(response)
 
@@ -146,10 +150,11 @@ def test_one_event_with_envelope_attempts_request_id_and_headers(mixed, console,
     event = mixed["failed"]
     html = text(console.get(f"/events/{event['id']}"))
     assert unescape(html).count(json.dumps(event, indent=2)) == 1  # pretty-printed envelope
-    assert re.search(r"<dt>status</dt><dd[^>]*>failed", html)
-    # Every run with the failing handler's traceback, then RQ's final word.
-    runs = re.findall(r"<tr><td>([^<]+)</td><td>(failed|RQ: [a-z ]+)</td>", html)
-    assert [outcome for _when, outcome in runs] == ["failed"] * 4 + ["RQ: failed"]
+    assert re.search(r'<dt>status</dt><dd><span class="status s-failed">failed</span>', html)
+    assert re.search(r"<dt>failed last run</dt><dd><code>[^<]*mails</code></dd>", html)
+    # Every run with the failing handler's traceback.
+    runs = re.findall(r'<tr><td class="when">([^<]+)</td><td>([a-z ]+)</td>', html)
+    assert [outcome for _when, outcome in runs] == ["failed"] * 4
     assert html.count("raise ConnectionRefusedError(&#34;mail server down&#34;)") == 4
     assert html.count("ConnectionRefusedError: mail server down") == 4
     assert re.search(r"<dt>handlers done</dt><dd><code>[^<]*books</code></dd>", html)
@@ -199,13 +204,19 @@ def test_retry_one_then_a_selection_then_everything_matching(
     assert inspect_events.failed_ids(redis_conn) == [events[3]["id"]]
     run_worker(redis_conn, settings)
     # A filter that matches nothing requeues nothing; the matching one requeues the rest.
-    none = console.post("/failed/retry-matching", data={"csrf": token, "type": "price.*"})
-    assert "requeued=0" in none.headers["Location"]
-    rest = console.post("/failed/retry-matching", data={"csrf": token, "type": "order.*"})
+    for nothing in ({"type": "price.*"}, {"handler": "books"}):
+        none = console.post("/failed/retry-matching", data={"csrf": token, **nothing})
+        assert "requeued=0" in none.headers["Location"]
+    rest = console.post(
+        "/failed/retry-matching", data={"csrf": token, "type": "order.*", "handler": "mails"}
+    )
     assert "requeued=1" in rest.headers["Location"]
     run_worker(redis_conn, settings)
     for event in events:
         assert inspect_events.show(redis_conn, event["id"]).status == "processed"
+    html = text(console.get(f"/events/{events[0]['id']}"))
+    runs = re.findall(r'<tr><td class="when">[^<]+</td><td>([a-z ]+)</td>', html)
+    assert runs == ["failed"] * (settings.retry_max + 1) + ["successful"]
     page = text(console.get(rest.headers["Location"]))
     assert "Requeued 1 event(s)" in page and "No failed events" in page
 

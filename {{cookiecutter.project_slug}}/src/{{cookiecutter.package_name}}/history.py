@@ -57,7 +57,7 @@ class Tally:
         self._thread: threading.Thread | None = None
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (tally := me()) and tally._forked())
-        atexit.register(lambda: (tally := me()) and tally.flush())
+        atexit.register(lambda: (tally := me()) and tally.flush(quiet=True))
 
     def bind(self, connection: redis.Redis) -> None:
         """Flush to `connection` from now on; what was counted for another one is sent there."""
@@ -89,8 +89,9 @@ class Tally:
             time.sleep(self.interval)
             self.flush()
 
-    def flush(self) -> int:
-        """Add the tally to Redis in one round trip; return how many counts were written."""
+    def flush(self, quiet: bool = False) -> int:
+        """Add the tally to Redis in one round trip; return how many counts were written.
+        What Redis refuses is kept for the next flush (and logged unless `quiet`)."""
         connection = self._connection
         with self._lock:
             counts, self._counts = self._counts, Counter()
@@ -109,7 +110,8 @@ class Tally:
             oldest = int(self.clock() - KEEP_SECONDS) // 60
             with self._lock:
                 self._counts.update({k: n for k, n in counts.items() if k[1] > oldest})
-            log.warning("history: could not write outcome counts, kept for later: %s", exc)
+            if not quiet:
+                log.warning("history: could not write outcome counts, kept for later: %s", exc)
             return 0
         return sum(counts.values())
 

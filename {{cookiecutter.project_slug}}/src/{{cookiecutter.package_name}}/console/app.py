@@ -13,6 +13,7 @@ import io
 import logging
 import secrets
 import time
+from collections import deque
 from datetime import UTC, datetime
 from urllib.parse import urlencode
 
@@ -22,7 +23,6 @@ from werkzeug.exceptions import HTTPException
 
 from .. import capture, inspect_events
 from ..config import Settings
-from ..events import check_type_pattern
 from . import charts, queries
 from .security import COOKIE, SESSION_SECONDS, Guard, bearer
 
@@ -41,34 +41,33 @@ class BadFilter(ValueError):
     """A filter typed into a form that cannot be used; the message says why."""
 
 
-def _moment(value: str, name: str) -> datetime | None:
-    """A date/time from a form (`YYYY-MM-DDTHH:MM`, as the browser's picker sends), UTC."""
-    if not value:
-        return None
+def event_filter(args) -> inspect_events.EventFilter:
+    """The filters of a page's form, as `failed retry` and `events export` take them: a
+    type pattern, a handler that failed, received since/until (`2h`, ISO or unix seconds)."""
+
+    def moment(name: str) -> float | None:
+        value = args.get(name, "").strip()
+        try:
+            return inspect_events.parse_moment(value) if value else None
+        except ValueError as exc:
+            raise BadFilter(f"{name}: {exc}") from None
+
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise BadFilter(f"{name}: want a date and time such as 2025-01-31T14:05") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return inspect_events.EventFilter(
+            event_type=args.get("type", "").strip() or None,
+            handler=args.get("handler", "").strip() or None,
+            since=moment("since"),
+            until=moment("until"),
+        )
+    except ValueError as exc:
+        raise BadFilter(str(exc)) from None
 
 
 def event_query(args, status: str = "") -> queries.EventQuery:
-    pattern = args.get("type", "").strip()
-    if pattern:
-        try:
-            check_type_pattern(pattern)
-        except ValueError as exc:
-            raise BadFilter(str(exc)) from None
     status = status or args.get("status", "")
     if status and status not in inspect_events.STATUSES:
         raise BadFilter(f"status: choose one of {', '.join(inspect_events.STATUSES)}")
-    return queries.EventQuery(
-        status=status,
-        type=pattern,
-        id=args.get("id", "").strip(),
-        since=_moment(args.get("since", "").strip(), "since"),
-        until=_moment(args.get("until", "").strip(), "until"),
-    )
+    return queries.EventQuery(status, args.get("id", "").strip(), event_filter(args))
 
 
 def page_number(args) -> int:
@@ -287,43 +286,30 @@ def create_app(
             query = event_query(request.form, status="failed")
         except BadFilter as exc:
             abort(400, str(exc))
-        ids = inspect_events.failed_ids(connection)
-        if query.narrowing:
-            infos = (inspect_events.show(connection, event_id) for event_id in ids)
-            ids = [info.id for info in infos if info is not None and query.matches(info)]
-        return requeue(ids)
+        matching = inspect_events.failed_matching(connection, query.filter)
+        return requeue([info.id for info in matching if query.matches(info)])
 
-    def captured_filters() -> tuple[str | None, float | None]:
-        pattern = request.args.get("type", "").strip() or None
-        if pattern:
-            try:
-                check_type_pattern(pattern)
-            except ValueError as exc:
-                abort(400, str(exc))
+    def captured_filter() -> inspect_events.EventFilter:
         try:
-            since = _moment(request.args.get("since", "").strip(), "since")
+            return event_filter(request.args)
         except BadFilter as exc:
             abort(400, str(exc))
-        return pattern, since.timestamp() if since else None
 
     @app.get("/captured")
     def captured() -> str:
-        pattern, since = captured_filters()
-        rows = []
-        for item in capture.read(connection, since, pattern, newest_first=True):
-            rows.append(item)
-            if len(rows) >= CAPTURED_SHOWN:
-                break
+        # Oldest first, as the archive is read; the newest are listed.
+        newest = deque(
+            inspect_events.captured_matching(connection, captured_filter()), CAPTURED_SHOWN
+        )
         return render_template(
-            "captured.html", rows=rows, size=capture.size(connection),
+            "captured.html", rows=list(reversed(newest)), size=capture.size(connection),
             capture_on=bool(settings.capture_max_events), shown=CAPTURED_SHOWN,
         )  # fmt: skip
 
     @app.get("/captured/export.jsonl")
     def export() -> Response:
-        pattern, since = captured_filters()
         out = io.BytesIO()
-        capture.export(connection, out, since, pattern)
+        inspect_events.export_matching(connection, out, captured_filter())
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         return Response(
             out.getvalue(),

@@ -19,9 +19,8 @@ from rq.utils import utcparse
 
 from .. import capture, history, inspect_events
 from ..config import Settings
-from ..events import type_matches
 from ..intake import open_queues
-from ..jobs import ERRORS_META_KEY
+from ..jobs import ERRORS_META_KEY, HandlerFailed
 
 # How many of the most recent events a filtered search looks through.
 SCAN_LIMIT = 500
@@ -102,26 +101,19 @@ def overview(connection: redis.Redis, minutes: int = 60) -> Overview:
 
 @dataclass(frozen=True)
 class EventQuery:
-    """The events page's filters, as typed into its form (empty means any)."""
+    """The events pages' filters: the commands' `EventFilter` (type pattern, failing
+    handler, receipt time), plus a status and a part of the id."""
 
     status: str = ""
-    type: str = ""  # a pattern, as `@on` takes them
-    id: str = ""  # a part of the id
-    since: datetime | None = None
-    until: datetime | None = None
+    id: str = ""
+    filter: inspect_events.EventFilter = field(default_factory=inspect_events.EventFilter)
 
     @property
     def narrowing(self) -> bool:
-        return bool(self.type or self.id or self.since or self.until)
+        return bool(self.id) or not self.filter.empty
 
     def matches(self, info: inspect_events.EventInfo) -> bool:
-        moment = info.last_activity
-        return (
-            (not self.type or type_matches(self.type, info.type))
-            and self.id in info.id
-            and (self.since is None or moment >= self.since)
-            and (self.until is None or moment <= self.until)
-        )
+        return self.id in info.id and self.filter.matches(info)
 
 
 @dataclass
@@ -147,27 +139,35 @@ def show(
 def find_events(connection: redis.Redis, query: EventQuery, offset: int, size: int) -> Page:
     """One page of the most recently active events that match `query`, newest first.
 
-    Without a narrowing filter only as many events as the page needs are read; with one,
-    the `SCAN_LIMIT` most recent of the status are read and filtered. An exact id is also
-    looked up directly, so an old event is found by its id alone.
+    Without a narrowing filter only as many events as the page needs are read. Failed
+    events are filtered over the whole failed registry (`failed_matching`, as `failed
+    retry` selects them); other statuses over the `SCAN_LIMIT` most recent. An exact id
+    is also looked up directly, so an old event is found by its id alone.
     """
     status = query.status or None
     if not query.narrowing:
         found = inspect_events.list_events(connection, status, offset + size + 1)
         return Page(found[offset : offset + size], len(found) > offset + size)
-    recent = inspect_events.list_events(connection, status, SCAN_LIMIT)
-    found = [info for info in recent if query.matches(info)]
+    scanned = 0
+    if status == "failed":
+        found = list(inspect_events.failed_matching(connection, query.filter))
+        found = [info for info in found if query.matches(info)]
+    else:
+        recent = inspect_events.list_events(connection, status, SCAN_LIMIT)
+        found = [info for info in recent if query.matches(info)]
+        scanned = len(recent) if len(recent) >= SCAN_LIMIT else 0
     if query.id and not any(info.id == query.id for info in found):
         exact = show(connection, query.id)
         if exact is not None and query.matches(exact) and (not status or exact.status == status):
             found.insert(0, exact)
-    scanned = len(recent) if len(recent) >= SCAN_LIMIT else 0
+    found.sort(key=lambda info: info.last_activity, reverse=True)
     return Page(found[offset : offset + size], len(found) > offset + size, scanned)
 
 
 def attempts(connection: redis.Redis, event_id: str) -> list[dict]:
     """An event's runs, oldest first: each failed run with its handlers' tracebacks (kept
-    by the job function), and each outcome RQ recorded (one per round of retries)."""
+    by the job function), and the outcomes RQ recorded (one per round of retries) other
+    than a `HandlerFailed`, which only repeats the failed run's own record."""
     job = inspect_events.fetch_job(connection, event_id)
     if job is None:
         return []
@@ -175,14 +175,13 @@ def attempts(connection: redis.Redis, event_id: str) -> list[dict]:
         {"at": datetime.fromtimestamp(run["at"], UTC), "outcome": "failed", "error": run["error"]}
         for run in job.meta.get(ERRORS_META_KEY, ())
     ]
-    rows += [
-        {
-            "at": result.created_at.replace(tzinfo=result.created_at.tzinfo or UTC),
-            "outcome": "RQ: " + result.type.name.lower().replace("_", " "),
-            "error": result.exc_string or "",
-        }
-        for result in job.results()
-    ]
+    for result in job.results():
+        error = (result.exc_string or "").strip()
+        if error and HandlerFailed.__name__ in error.splitlines()[-1]:
+            continue
+        at = result.created_at
+        outcome = result.type.name.lower().replace("_", " ")
+        rows.append({"at": at.replace(tzinfo=at.tzinfo or UTC), "outcome": outcome, "error": error})
     return sorted(rows, key=lambda row: row["at"])
 
 
