@@ -285,14 +285,15 @@ def test_with_a_token_every_page_asks_for_it(settings, redis_conn):
 
 
 def test_the_login_cookie_is_secure_over_https_and_goes_only_to_safe_places(settings, redis_conn):
-    console = make_console(settings, redis_conn, token=TOKEN)
-    token = csrf(console, "https://localhost/login")
-    login = console.post(
-        "https://localhost/login",
-        data={"csrf": token, "token": TOKEN, "next": "//evil.example/"},
-    )
-    assert "Secure" in login.headers["Set-Cookie"]
-    assert login.headers["Location"] == "/"  # never to another site
+    for elsewhere in ("//evil.example/", "/\\evil.example", "https://evil.example/"):
+        console = make_console(settings, redis_conn, token=TOKEN)
+        token = csrf(console, "https://localhost/login")
+        login = console.post(
+            "https://localhost/login",
+            data={"csrf": token, "token": TOKEN, "next": elsewhere},
+        )
+        assert "Secure" in login.headers["Set-Cookie"]
+        assert login.headers["Location"] == "/"  # never to another site
 
 
 def test_a_bearer_token_works_without_a_cookie_or_csrf(mixed, settings, redis_conn):

@@ -75,6 +75,14 @@ def page_number(args) -> int:
     return min(int(value), 10_000) if value.isdigit() and int(value) > 0 else 1
 
 
+def local_path(value: str, default: str) -> str:
+    """`value` when it is a path on this console, else `default`: a redirect never leaves
+    for another site (`//host` and `/\\host` are other sites to a browser)."""
+    if not value.startswith("/") or value[1:2] in ("/", "\\") or not value.isprintable():
+        return default
+    return value
+
+
 def handler_outcomes(rows: list[tuple[int, dict[str, int]]]) -> list[tuple[int, dict[str, int]]]:
     """The `handlers` series summed over handlers: {"ok": n, "failed": n} per minute."""
     summed = []
@@ -172,9 +180,7 @@ def create_app(
 
     @app.route("/login", methods=["GET", "POST"])
     def login() -> Response | str:
-        target = request.values.get("next", "")
-        if not target.startswith("/") or target.startswith("//"):
-            target = url_for("overview")
+        target = local_path(request.values.get("next", ""), url_for("overview"))
         if not guard.required:
             return redirect(target)
         failed = False
@@ -267,10 +273,7 @@ def create_app(
             except inspect_events.NotFailed as exc:
                 log.info("console: %s", exc)
                 errors += 1
-        back = request.form.get("back", "")
-        if not back.startswith("/") or back.startswith("//"):
-            back = url_for("failed")
-        back = back.split("?", 1)[0]
+        back = local_path(request.form.get("back", ""), url_for("failed")).split("?", 1)[0]
         return redirect(f"{back}?{urlencode({'requeued': done, 'not_failed': errors})}", 303)
 
     @app.post("/failed/retry")
