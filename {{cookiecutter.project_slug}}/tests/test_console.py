@@ -294,6 +294,13 @@ def test_the_login_cookie_is_secure_over_https_and_goes_only_to_safe_places(sett
         )
         assert "Secure" in login.headers["Set-Cookie"]
         assert login.headers["Location"] == "/"  # never to another site
+    proxied = make_console(settings, redis_conn, token=TOKEN)
+    login = proxied.post(
+        "/login",
+        data={"csrf": csrf(proxied, "/login"), "token": TOKEN},
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert login.status_code == 302 and "Secure" in login.headers["Set-Cookie"]
 
 
 def test_a_bearer_token_works_without_a_cookie_or_csrf(mixed, settings, redis_conn):

@@ -116,8 +116,9 @@ def test_see_filter_open_retry_and_export_in_a_browser(
         # The processes send their counts every few seconds; the charts need them.
         wait_for(
             lambda: (
-                history.read(redis_conn, history.HANDLERS, 1)[0][1]
-                and history.read(redis_conn, history.DELIVERIES, 1)[0][1].get("accepted") == 5
+                sum(sum(c.values()) for _m, c in history.read(redis_conn, history.HANDLERS, 2))
+                and sum(c.get("accepted", 0) for _m, c in history.read(redis_conn, "deliveries", 2))
+                == len(events)
             ),
             timeout=history.FLUSH_SECONDS * 3,
         )

@@ -45,10 +45,12 @@ class Tally:
     `bind(connection)` says where to flush; until then `count` is a no-op. The thread
     starts with the first count, so a process forked after `bind` (gunicorn's workers,
     under `preload_app`) starts its own, with an empty tally; what is left at exit is
-    flushed then.
+    flushed then. With `interval=None` there is no thread: only `flush()` writes.
     """
 
-    def __init__(self, interval: float = FLUSH_SECONDS, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, interval: float | None = FLUSH_SECONDS, clock: Callable[[], float] = time.time
+    ):
         self.interval = interval
         self.clock = clock
         self._counts: Counter[tuple[str, int, str]] = Counter()
@@ -71,7 +73,7 @@ class Tally:
         minute = int(self.clock() // 60)
         with self._lock:
             self._counts[series, minute, field] += amount
-        if self._thread is None:
+        if self._thread is None and self.interval is not None:
             self._start()
 
     def _start(self) -> None:

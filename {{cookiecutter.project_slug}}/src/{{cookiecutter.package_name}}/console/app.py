@@ -32,7 +32,7 @@ PAGE_SIZE = 50
 CAPTURED_SHOWN = 100
 # Endpoints that change something: refused when the console is read-only.
 ACTIONS = {"retry", "retry_matching"}
-OPEN_ENDPOINTS = {"login", "static"}
+OPEN_ENDPOINTS = {"login"}
 DELIVERY_FIELDS = {"accepted": "ok", "duplicate": "dup", "rejected": "warn", "error": "bad"}
 HANDLER_FIELDS = {"ok": "ok", "failed": "bad"}
 
@@ -72,7 +72,7 @@ def event_query(args, status: str = "") -> queries.EventQuery:
 
 def page_number(args) -> int:
     value = args.get("page", "1")
-    return min(int(value), 10_000) if value.isdigit() and int(value) > 0 else 1
+    return int(value) if value.isdigit() and 0 < len(value) < 6 and int(value) > 0 else 1
 
 
 def local_path(value: str, default: str) -> str:
@@ -101,7 +101,6 @@ def create_app(
     guard = Guard(token)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    app.extensions["tw_console_guard"] = guard
 
     @app.template_filter("when")
     def when(moment: datetime | float | None) -> str:
@@ -127,7 +126,7 @@ def create_app(
     def page_context() -> dict:
         session = g.get("session")
         return {
-            "csp_nonce": g.csp_nonce,
+            "csp_nonce": g.get("csp_nonce", ""),
             "csrf_token": guard.csrf_token(session) if session else "",
             "read_only": read_only,
             "token_required": guard.required,
@@ -139,7 +138,7 @@ def create_app(
         g.csp_nonce = secrets.token_urlsafe(16)
         g.session = guard.read_session(request.cookies.get(COOKIE))
         g.new_cookie = None
-        by_header = bearer(request.headers.get("Authorization"))
+        by_header = bearer(request.headers.get("Authorization")) if guard.required else None
         if by_header is not None and not guard.token_matches(by_header):
             abort(401, "The bearer token is not the console's token.")
         if g.session is None:
@@ -173,9 +172,12 @@ def create_app(
         return response
 
     def set_cookie(response: Response, value: str) -> None:
+        # Behind a TLS proxy the console sees plain HTTP; trusting the proxy's word here
+        # can only make the cookie stricter.
+        https = request.is_secure or request.headers.get("X-Forwarded-Proto") == "https"
         response.set_cookie(
             COOKIE, value, max_age=SESSION_SECONDS, httponly=True, samesite="Strict",
-            secure=request.is_secure, path="/",
+            secure=https, path="/",
         )  # fmt: skip
 
     @app.route("/login", methods=["GET", "POST"])
