@@ -7,7 +7,6 @@ import threading
 
 import pytest
 from processes import gunicorn, project_env, wait_for, worker
-from prometheus_client.parser import text_string_to_metric_families
 from recording_handlers import expected_runs, runs
 
 from {{ cookiecutter.package_name }} import capture, metrics, replay
@@ -33,13 +32,8 @@ def limited_client(limited, redis_conn):
 
 def refusals() -> float:
     """The process's `tw_webhooks_rejected_total{code="queue_full"}` so far."""
-    for family in text_string_to_metric_families(metrics.render()[0].decode()):
-        for sample in family.samples:
-            if sample.name == "tw_webhooks_rejected_total" and sample.labels == {
-                "code": "queue_full"
-            }:
-                return sample.value
-    return 0.0
+    value = metrics.REGISTRY.get_sample_value("tw_webhooks_rejected_total", {"code": "queue_full"})
+    return value or 0.0
 
 
 def stored_keys(redis_conn) -> set[bytes]:

@@ -155,12 +155,16 @@ def test_a_bad_type_pattern_is_refused():
 # --- on a real Redis ---------------------------------------------------------------------
 
 
-def test_the_job_records_which_handlers_failed_until_they_succeed(handlers, fail_fast, redis_conn):
+def test_the_job_records_which_handlers_failed_until_they_succeed(
+    handlers, fail_fast, redis_conn, cli_env, capsys
+):
     [event_id] = fail(redis_conn, fail_fast, handlers, {"mails", "audit"}, "order.created")
     failed = inspect_events.show(redis_conn, event_id)
     assert failed.status == "failed"
     assert [name.rsplit(".", 1)[-1] for name in failed.handlers_failed] == ["audit", "mails"]
     assert [name.rsplit(".", 1)[-1] for name in failed.handlers_done] == ["books"]
+    assert cli.main(["events", "show", event_id]) == 0
+    assert f"failed last:   {', '.join(failed.handlers_failed)}\n" in capsys.readouterr().out
     inspect_events.retry(redis_conn, fail_fast, event_id)
     run_worker(redis_conn, fail_fast)
     done = inspect_events.show(redis_conn, event_id)

@@ -7,7 +7,6 @@ import re
 import time
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from {{ cookiecutter.package_name }} import cli, inspect_events, metrics
 from {{ cookiecutter.package_name }}.app import create_app
@@ -50,12 +49,12 @@ def rotating(settings, redis_conn):
 
 
 def verified_counts() -> dict[tuple[str, str], float]:
-    counts = {}
-    for family in text_string_to_metric_families(metrics.render()[0].decode()):
-        for sample in family.samples:
-            if sample.name == "tw_webhooks_verified_total":
-                counts[sample.labels["secret"], sample.labels["fingerprint"]] = sample.value
-    return counts
+    return {
+        (sample.labels["secret"], sample.labels["fingerprint"]): sample.value
+        for family in metrics.REGISTRY.collect()
+        for sample in family.samples
+        if sample.name == "tw_webhooks_verified_total"
+    }
 
 
 def test_each_delivery_counts_for_the_secret_that_verified_it(rotating, redis_conn):
