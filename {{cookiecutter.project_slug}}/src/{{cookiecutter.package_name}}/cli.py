@@ -300,6 +300,12 @@ def _milliseconds(value: str) -> int:
     return int(value)
 
 
+def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    from .console import server
+
+    return server.run(settings, args.host, args.port, read_only=args.read_only)
+
+
 def _count(value: str) -> int:
     """An argparse type: a whole number, at least 1."""
     try:
@@ -473,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print how many and which; requeue nothing"
     )
     fretry.set_defaults(func=cmd_failed_retry)
+
+    con = commands.add_parser("console", help="a web page to see, search and recover events")
+    con.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other needs TW_CONSOLE_TOKEN)",
+    )  # fmt: skip
+    con.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    con.add_argument("--read-only", action="store_true", help="show, but never change anything")
+    con.set_defaults(func=cmd_console)
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Chosen when the project was generated; TW_WEBHOOK_PATH overrides it.
 DEFAULT_WEBHOOK_PATH = "{{ cookiecutter.webhook_path }}"
@@ -47,7 +47,8 @@ class Settings:
     metrics_port: int = 9180
     metrics_addr: str = "0.0.0.0"
     api_client_id: str = ""
-    api_client_secret: str = ""
+    api_client_secret: str = field(default="", repr=False)
+    console_token: str = field(default="", repr=False)
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -151,6 +152,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         metrics_addr=env.get("TW_METRICS_ADDR", "").strip() or Settings.metrics_addr,
         api_client_id=env.get("TW_API_CLIENT_ID", "").strip(),
         api_client_secret=env.get("TW_API_CLIENT_SECRET", "").strip(),
+        console_token=env.get("TW_CONSOLE_TOKEN", "").strip(),
     )
 
 

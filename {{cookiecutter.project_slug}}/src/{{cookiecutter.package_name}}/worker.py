@@ -43,6 +43,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text, current_timestamp
 from rq.worker import WorkerStatus
 
+from . import history
 from .config import ConfigError, Settings
 from .connection import connect
 from .events import QUEUES
@@ -361,6 +362,7 @@ def build_worker(
         ) from None
     if connection is None:
         connection = connect(settings)
+    history.TALLY.bind(connection)
     queues = open_queues(connection)
     names = queue_names or list(QUEUES)
     unknown = sorted(set(names) - set(queues))
