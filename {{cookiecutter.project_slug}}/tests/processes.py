@@ -17,6 +17,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET
 
@@ -36,6 +38,9 @@ def project_env(redis_url: str, **extra: str) -> dict[str, str]:
         TW_HANDLERS_PACKAGE="",
         TW_WEBHOOK_SECRETS=TEST_SECRET,
         TW_RETRY_BASE_SECONDS="1",
+        # The receiver's metrics port is off unless a test asks for one (a free port).
+        TW_METRICS_PORT="0",
+        TW_METRICS_ADDR="127.0.0.1",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)
@@ -43,11 +48,13 @@ def project_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def running(
+    command: list[str], env: dict[str, str], log: Path, cwd: Path = PROJECT_ROOT
+) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as out:
         process = subprocess.Popen(
             command,
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -129,3 +136,15 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.1):
             assert value, f"condition not met within {timeout} s"
             return value
         time.sleep(interval)
+
+
+def totals(url: str, name: str, handler_prefix: str = "") -> float:
+    """The sum over all label sets of one sample at a metrics URL."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.labels.get("handler", "").startswith(handler_prefix)
+    )

@@ -23,6 +23,8 @@ from .connection import connect, describe
 from .events import QUEUES, check_type_pattern
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# `failed retry` draws a progress bar (on a terminal) from this many events up.
+PROGRESS_FROM = 100
 
 
 def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
@@ -137,6 +139,8 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"attempts:      {info.attempts}")
         print(f"retries left:  {info.retries_left if info.retries_left is not None else 0}")
         print(f"handlers done: {', '.join(info.handlers_done) or '-'}")
+        if info.handlers_failed:
+            print(f"failed last:   {', '.join(info.handlers_failed)}")
         if info.last_error:
             print("last error:\n  " + info.last_error.strip().replace("\n", "\n  "))
     if archived is not None:
@@ -153,13 +157,15 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_events_export(args: argparse.Namespace, settings: Settings) -> int:
     connection = connect(_located(settings))
-    since = _parse_since(args.since) if args.since else None
+    event_filter = _event_filter(args)
     if args.output == "-":
-        count = capture.export(connection, sys.stdout.buffer, since, args.type, args.limit)
+        count = inspect_events.export_matching(
+            connection, sys.stdout.buffer, event_filter, args.limit
+        )
         sys.stdout.flush()
     else:
         with open(args.output, "wb") as out:
-            count = capture.export(connection, out, since, args.type, args.limit)
+            count = inspect_events.export_matching(connection, out, event_filter, args.limit)
     where = "standard output" if args.output == "-" else args.output
     print(f"exported {count} event(s) to {where}", file=sys.stderr)
     if not count and not capture.size(connection):
@@ -171,21 +177,26 @@ def cmd_events_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _parse_since(value: str) -> float:
-    """Unix seconds, or an ISO 8601 date/time (UTC unless it says otherwise)."""
-    if value.replace(".", "", 1).isdigit():
-        return float(value)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"--since wants unix seconds or an ISO date/time, got {value!r}") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+def _event_filter(args: argparse.Namespace) -> inspect_events.EventFilter:
+    return inspect_events.EventFilter(
+        event_type=args.type, handler=args.handler, since=args.since, until=args.until
+    )
+
+
+def _matching(event_filter: inspect_events.EventFilter) -> str:
+    return f" matching {event_filter.describe()}" if not event_filter.empty else ""
 
 
 def cmd_failed_list(args: argparse.Namespace, settings: Settings) -> int:
-    infos = inspect_events.list_events(connect(_located(settings)), "failed", args.limit)
+    connection = connect(_located(settings))
+    event_filter = _event_filter(args)
+    if event_filter.empty:
+        infos = inspect_events.list_events(connection, "failed", args.limit)
+    else:
+        matching = inspect_events.failed_matching(connection, event_filter)
+        infos = sorted(matching, key=lambda info: info.last_activity, reverse=True)[: args.limit]
     if not infos:
-        print("no failed events")
+        print("no failed events" + _matching(event_filter))
         return 0
     print(_event_table(infos))
     return 0
@@ -194,10 +205,23 @@ def cmd_failed_list(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
     settings = _located(settings)
     connection = connect(settings)
-    if args.all == bool(args.ids):
-        print("error: give event ids or --all (not both)", file=sys.stderr)
+    event_filter = _event_filter(args)
+    by_filter = args.all or not event_filter.empty
+    if by_filter == bool(args.ids):
+        print("error: give event ids, or --all or filters (not both)", file=sys.stderr)
         return 2
-    ids = inspect_events.failed_ids(connection) if args.all else args.ids
+    if by_filter:
+        ids = [info.id for info in inspect_events.failed_matching(connection, event_filter)]
+        if not ids:
+            print("no failed events" + _matching(event_filter))
+            return 0
+    else:
+        ids = args.ids
+    if args.dry_run:
+        print(f"would requeue {len(ids)} event(s):")
+        print("\n".join(ids))
+        return 0
+    progress = replay.Progress(len(ids), sys.stderr) if len(ids) >= PROGRESS_FROM else None
     status = 0
     for event_id in ids:
         try:
@@ -205,14 +229,47 @@ def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
         except inspect_events.NotFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
-            continue
-        print(f"requeued {event_id} on {job.origin}")
-    if args.all and not ids:
-        print("no failed events")
+        else:
+            print(f"requeued {event_id} on {job.origin}")
+        if progress is not None:
+            progress.update()
     return status
 
 
+def _ago(moment: datetime, now: datetime) -> str:
+    seconds = max(int((now - moment).total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
+    uses = inspect_events.secret_usage(connect(_located(settings)), settings.require_secrets())
+    now = datetime.now(UTC)
+    rows = [("secret", "fingerprint", "last verified a delivery")]
+    for use in uses:
+        position = str(use.position) if use.position else "not here"
+        when = "never" if use.last_verified is None else (
+            f"{_when(use.last_verified)} ({_ago(use.last_verified, now)})"
+        )  # fmt: skip
+        rows.append((position, use.fingerprint, when))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for row in rows:
+        print("  ".join([*map(str.ljust, row[:2], widths), row[2]]))
+    if any(use.position is None for use in uses):
+        print(
+            "\n'not here': a secret this receiver does not have verified deliveries on "
+            "another receiver sharing this Redis."
+        )
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.processes > 1:
+        from . import supervisor
+
+        return supervisor.supervise(args.processes, args.queue, args.burst, settings)
     from . import worker
 
     worker.run(_located(settings), args.queue, burst=args.burst)
@@ -223,7 +280,54 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from . import devserver
 
     settings.require_secrets()
-    return devserver.run(load_environment(), args.host, args.port, reload=not args.no_reload)
+    return devserver.run(
+        load_environment(), args.host, args.port, reload=not args.no_reload,
+        sandbox_webhook_path=settings.webhook_path if args.sandbox else None,
+    )  # fmt: skip
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from . import sandbox
+
+    options = sandbox.Options(
+        client_id=settings.api_client_id or sandbox.DEFAULT_CLIENT_ID,
+        client_secret=settings.api_client_secret or sandbox.DEFAULT_CLIENT_SECRET,
+        token_ttl=args.token_ttl,
+        rate_limit=args.rate_limit,
+        fail_rate=args.fail_rate,
+        fail_token=args.fail_token,
+        latency_ms=args.latency_ms,
+        latency_jitter_ms=args.latency_jitter_ms,
+        seed=args.seed,
+        webhook_url=args.webhook_url,
+        webhook_secret=settings.require_secrets()[0] if args.webhook_url else None,
+    )
+    sandbox.serve(options, args.host, args.port, lambda line: print(line, flush=True))
+    return 0
+
+
+def _share(value: str) -> float:
+    """An argparse type: a share from 0 to 1."""
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"want a number from 0 to 1, got {value!r}")
+    return share
+
+
+def _milliseconds(value: str) -> int:
+    """An argparse type: a whole number of milliseconds, 0 or more."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"want a whole number of milliseconds, got {value!r}")
+    return int(value)
+
+
+def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    from .console import server
+
+    return server.run(_located(settings), args.host, args.port, read_only=args.read_only)
 
 
 def _count(value: str) -> int:
@@ -244,6 +348,32 @@ def _type_pattern(value: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
+
+
+def _moment(value: str) -> float:
+    """An argparse type: a point in time (see `inspect_events.parse_moment`)."""
+    try:
+        return inspect_events.parse_moment(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_filter_options(parser: argparse.ArgumentParser) -> None:
+    """--type, --handler, --since and --until, read by `_event_filter`."""
+    parser.add_argument(
+        "--type", type=_type_pattern, help="only this type: order.created, order.* or *"
+    )
+    parser.add_argument(
+        "--handler", metavar="NAME",
+        help="only events this handler failed on in their latest run "
+        "(its full name or the end of it: reserve_seats, orders.reserve_seats)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--since", type=_moment, metavar="WHEN",
+        help="received at or after WHEN: unix seconds, an ISO date/time (UTC unless it "
+        "says otherwise) or a time ago (90s, 15m, 2h, 3d)",
+    )  # fmt: skip
+    parser.add_argument("--until", type=_moment, metavar="WHEN", help="received before WHEN")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,19 +412,60 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     rep.set_defaults(func=cmd_replay)
 
+    secrets = commands.add_parser(
+        "secrets", help="each signing secret's fingerprint and when it last verified a delivery"
+    )
+    secrets.set_defaults(func=cmd_secrets)
+
     work = commands.add_parser("worker", help="run an RQ worker on the project's queues")
     work.add_argument(
         "--queue", action="append", choices=QUEUES,
         help="listen on this queue only (repeatable; default: all, orders first)",
     )  # fmt: skip
     work.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    work.add_argument(
+        "--processes", type=_count, default=1, metavar="N",
+        help="run N worker processes under this one, replacing any that dies (default 1)",
+    )  # fmt: skip
     work.set_defaults(func=cmd_worker)
 
     dev = commands.add_parser("dev", help="web + worker (+ embedded Redis) with auto-reload")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--no-reload", action="store_true", help="do not restart on code changes")
+    dev.add_argument(
+        "--sandbox", action="store_true",
+        help="also run the API sandbox; the worker's API client talks to it",
+    )  # fmt: skip
     dev.set_defaults(func=cmd_dev)
+
+    sbx = commands.add_parser(
+        "sandbox", help="serve the Tickets Wholesale API from memory, for dev and tests"
+    )
+    sbx.add_argument("--host", default="127.0.0.1")
+    sbx.add_argument("--port", type=int, default=8100)
+    sbx.add_argument(
+        "--webhook-url", metavar="URL", help="POST signed webhooks here (default: none)"
+    )
+    sbx.add_argument(
+        "--rate-limit", type=_count, default=100, metavar="R",
+        help="requests per second per client; past it 429 (default 100)",
+    )  # fmt: skip
+    sbx.add_argument(
+        "--fail-rate", type=_share, default=0.0, metavar="F",
+        help="share of requests answered 500/503 (default 0)",
+    )  # fmt: skip
+    sbx.add_argument("--fail-token", action="store_true", help="inject faults on the token too")
+    sbx.add_argument("--latency-ms", type=_milliseconds, default=0, metavar="MS")
+    sbx.add_argument(
+        "--latency-jitter-ms", type=_milliseconds, default=0, metavar="MS",
+        help="plus a random 0..MS on each request",
+    )  # fmt: skip
+    sbx.add_argument(
+        "--token-ttl", type=_count, default=3600, metavar="S", help="token lifetime (default 3600)"
+    )
+    sbx.add_argument("--seed", type=int, help="seed the fault and latency draws")
+    sbx.set_defaults(func=cmd_sandbox)
 
     evs = commands.add_parser("events", help="list, show and export received events")
     evs_commands = evs.add_subparsers(dest="events_command", required=True, metavar="ACTION")
@@ -310,10 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write captured events as JSON Lines, which replay reads"
     )
     exp.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
-    exp.add_argument(
-        "--type", type=_type_pattern, help="only this type: order.created, order.* or *"
-    )
-    exp.add_argument("--since", help="received at or after: unix seconds or ISO date/time")
+    _add_filter_options(exp)
     exp.add_argument("--limit", type=_count, metavar="N", help="only the N most recent")
     exp.set_defaults(func=cmd_events_export)
 
@@ -323,13 +491,27 @@ def build_parser() -> argparse.ArgumentParser:
     flist.add_argument(
         "--limit", type=_count, default=50, metavar="N", help="at most N (default 50)"
     )
+    _add_filter_options(flist)
     flist.set_defaults(func=cmd_failed_list)
     fretry = failed_commands.add_parser(
         "retry", help="requeue failed events; handlers that succeeded are not run again"
     )
     fretry.add_argument("ids", nargs="*", metavar="ID", help="event ids to requeue")
     fretry.add_argument("--all", action="store_true", help="requeue every failed event")
+    _add_filter_options(fretry)
+    fretry.add_argument(
+        "--dry-run", action="store_true", help="print how many and which; requeue nothing"
+    )
     fretry.set_defaults(func=cmd_failed_retry)
+
+    con = commands.add_parser("console", help="a web page to see, search and recover events")
+    con.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other needs TW_CONSOLE_TOKEN)",
+    )  # fmt: skip
+    con.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    con.add_argument("--read-only", action="store_true", help="show, but never change anything")
+    con.set_defaults(func=cmd_console)
     return parser
 
 
