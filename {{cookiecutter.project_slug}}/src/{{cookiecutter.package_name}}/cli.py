@@ -326,7 +326,9 @@ def _milliseconds(value: str) -> int:
 
 def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
     from .console import server
+    from .console.security import check_binding
 
+    check_binding(args.host, settings.console_token)  # a refusal comes alone, before the Redis
     return server.run(_located(settings), args.host, args.port, read_only=args.read_only)
 
 
