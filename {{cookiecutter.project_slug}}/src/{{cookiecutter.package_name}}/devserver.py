@@ -166,8 +166,9 @@ def run(
         child_env["REDIS_URL"] = embedded.url
         state.enter_context(devstate.published(embedded.url))
         print(
-            f" redis | embedded Redis at {embedded.url}; `events`, `failed` and `worker` "
-            f"from this directory use it while REDIS_URL is unset ({devstate.STATE_FILE})",
+            f" redis | embedded Redis at {embedded.url}; `events`, `failed` and the other "
+            f"commands run from this directory use it while REDIS_URL is unset "
+            f"({devstate.STATE_FILE})",
             flush=True,
         )
     lock = threading.Lock()

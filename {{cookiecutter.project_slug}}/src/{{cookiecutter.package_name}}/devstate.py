@@ -2,10 +2,10 @@
 
 While `dev` runs its own Redis, it keeps a small file in the working directory (the
 project's, where `.env` is read too) naming that Redis and its own pid, and removes it on
-exit. `events`, `failed` and `worker` read it when `REDIS_URL` is unset, so that a second
-terminal sees what `dev` receives without copying a URL by hand. A file left behind by a
-`dev` that was killed is recognised as stale: its process is gone, or its Redis does not
-answer.
+exit. The commands that read Redis (`events`, `failed`, `secrets`, `worker`, `console`)
+read it when `REDIS_URL` is unset, so that a second terminal sees what `dev` receives
+without copying a URL by hand. A file left behind by a `dev` that was killed is
+recognised as stale: its process is gone, or its Redis does not answer.
 """
 
 from __future__ import annotations
