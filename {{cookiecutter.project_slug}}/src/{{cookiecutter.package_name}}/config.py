@@ -15,6 +15,8 @@ from dataclasses import dataclass
 # Chosen when the project was generated; TW_WEBHOOK_PATH overrides it.
 DEFAULT_WEBHOOK_PATH = "{{ cookiecutter.webhook_path }}"
 REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+# The API's sandbox environment, for testing and certification (the API's docs).
+DEFAULT_API_BASE_URL = "https://api.sandbox.wholesaletickets.ca"
 
 
 class ConfigError(Exception):
@@ -41,6 +43,11 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     worker_metrics_port: int = 0
+    api_base_url: str = DEFAULT_API_BASE_URL
+    api_client_id: str = ""
+    api_client_secret: str = ""
+    api_scopes: tuple[str, ...] = ()
+    api_timeout_seconds: int = 10
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -50,6 +57,19 @@ class Settings:
                 "(several, comma-separated, while you rotate secrets)"
             )
         return self.secrets
+
+    def require_api_credentials(self) -> tuple[str, str]:
+        """The API client's id and secret; raises naming the first one missing."""
+        for name, value in (
+            ("TW_API_CLIENT_ID", self.api_client_id),
+            ("TW_API_CLIENT_SECRET", self.api_client_secret),
+        ):
+            if not value:
+                raise ConfigError(
+                    f"{name} is not set: set TW_API_CLIENT_ID and TW_API_CLIENT_SECRET to your "
+                    "API credentials (or run `dev --sandbox`) to call the Tickets Wholesale API"
+                )
+        return self.api_client_id, self.api_client_secret
 
     @property
     def retry_intervals(self) -> list[int]:
@@ -102,6 +122,13 @@ def _sentinels(raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(hosts)
 
 
+def _api_base_url(env: Mapping[str, str]) -> str:
+    url = env.get("TW_API_BASE_URL", "").strip().rstrip("/") or DEFAULT_API_BASE_URL
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(f"TW_API_BASE_URL must start with https:// or http://, got {url!r}")
+    return url
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Build `Settings` from `env` (default: `.env` merged under `os.environ`)."""
     if env is None:
@@ -139,6 +166,11 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         log_level=log_level,
         worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0, maximum=65535),
+        api_base_url=_api_base_url(env),
+        api_client_id=env.get("TW_API_CLIENT_ID", "").strip(),
+        api_client_secret=env.get("TW_API_CLIENT_SECRET", "").strip(),
+        api_scopes=tuple(env.get("TW_API_SCOPES", "").replace(",", " ").split()),
+        api_timeout_seconds=_int(env, "TW_API_TIMEOUT_SECONDS", 10, minimum=1),
     )
 
 
