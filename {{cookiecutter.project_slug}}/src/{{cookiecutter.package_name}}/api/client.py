@@ -104,18 +104,23 @@ class Client:
         deadline = idempotency.deadline(self.call_seconds)
         retry = 0
         while True:
-            if not self.budget.take(deadline):
+            ticket = self.budget.take(deadline)
+            if ticket is None:
                 raise ApiError(None, DEADLINE_EXCEEDED, f"{method} {path}: rate budget exhausted")
-            response = None
             try:
                 response = self.http.request(
                     method, path, params=params, json=json, headers=headers,
                     timeout=_attempt_timeout(self.http.timeout, deadline),
                 )  # fmt: skip
-            except httpx.TransportError as exc:
-                error = error_from_exception(exc)
+            except (httpx.TransportError, ApiError) as exc:  # ApiError: the token request's
+                self.budget.settle(ticket, None)
+                response = None
+                error = exc if isinstance(exc, ApiError) else error_from_exception(exc)
+            except BaseException:
+                self.budget.settle(ticket, None)
+                raise
             else:
-                self.budget.observe(response)
+                self.budget.settle(ticket, response)
                 if response.is_success:
                     return response.json() if response.content else None
                 error = error_from_response(response)

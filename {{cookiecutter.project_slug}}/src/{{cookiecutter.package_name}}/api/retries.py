@@ -34,20 +34,23 @@ def backoff(retry: int, base: float = BASE_SECONDS, cap: float = CAP_SECONDS) ->
 
 
 def server_wait(response: httpx.Response | None, now: float | None = None) -> float:
-    """Seconds the server asked us to wait (`Retry-After`, or the rate-limit reset when the
-    window is used up); 0 when it said nothing."""
+    """Seconds the server asked us to wait: until `X-RateLimit-Reset` when the window is
+    used up, but no longer than `Retry-After` (which does not depend on our clock); 0 when
+    it said nothing."""
     if response is None:
         return 0.0
     headers = response.headers
+    waits = []
     retry_after = _number(headers.get("Retry-After"))
     if retry_after is not None:
-        return min(max(retry_after, 0.0), MAX_SERVER_WAIT_SECONDS)
+        waits.append(retry_after)
     reset = _number(headers.get("X-RateLimit-Reset"))
     used_up = response.status_code == 429 or headers.get("X-RateLimit-Remaining") == "0"
     if reset is not None and used_up:
-        now = time.time() if now is None else now
-        return min(max(reset - now, 0.0), MAX_SERVER_WAIT_SECONDS)
-    return 0.0
+        waits.append(reset - (time.time() if now is None else now))
+    if not waits:
+        return 0.0
+    return min(max(min(waits), 0.0), MAX_SERVER_WAIT_SECONDS)
 
 
 def retry_delay(retry: int, response: httpx.Response | None, base: float = BASE_SECONDS) -> float:
