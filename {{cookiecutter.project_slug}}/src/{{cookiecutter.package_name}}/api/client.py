@@ -54,7 +54,9 @@ class Client:
         self.budget = Budget(connection, identity)
         self.http = httpx.Client(
             base_url=self.base_url,
-            auth=TokenAuth(connection, client_id, client_secret, scopes, self.base_url),
+            auth=TokenAuth(
+                connection, client_id, client_secret, scopes, self.base_url, self.budget
+            ),
             timeout=timeout,
             headers={"Accept": "application/json", "User-Agent": USER_AGENT},
             transport=transport,

@@ -26,9 +26,9 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.request_id = request_id
-        where = f"HTTP {status}" if status is not None else "no response"
+        where = f"HTTP {status} " if status is not None else ""
         request = f" (request {request_id})" if request_id else ""
-        super().__init__(f"{where} {code}: {message}{request}")
+        super().__init__(f"{where}{code}: {message}{request}")
 
 
 def error_from_response(response: httpx.Response) -> ApiError:

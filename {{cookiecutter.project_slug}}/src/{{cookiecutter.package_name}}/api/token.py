@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import httpx
 import redis
 
+from .budget import Budget
 from .errors import error_from_response
 
 TOKEN_PATH = "/v1/oauth/token"
@@ -71,8 +72,10 @@ class TokenAuth(httpx.Auth):
         client_secret: str,
         scopes: tuple[str, ...],
         base_url: str,
+        budget: Budget | None = None,
     ) -> None:
         self.redis = connection
+        self.budget = budget  # the token request counts against the rate limit too
         self.token_url = base_url.rstrip("/") + TOKEN_PATH
         self.client_id = client_id
         self.client_secret = client_secret
@@ -107,16 +110,26 @@ class TokenAuth(httpx.Auth):
             try:
                 shared = self._read()  # fetched by another process just before our lock?
                 if shared is None or not shared.fresh(rejected):
-                    shared = self._store((yield self._token_request()))
+                    shared = yield from self._fetch()
             finally:
                 self._release(keys=[self.lock_key], args=[holder])
         elif shared is None or not shared.usable(rejected):
             # Another process is fetching and there is nothing valid meanwhile: wait for it.
             shared = self._wait_for_other(rejected)
             if shared is None:  # it died while fetching
-                shared = self._store((yield self._token_request()))
+                shared = yield from self._fetch()
         self._local = shared
         return shared
+
+    def _fetch(self) -> TokenFlow:
+        ticket = self.budget.take(time.monotonic() + LOCK_SECONDS) if self.budget else None
+        response = None
+        try:
+            response = yield self._token_request()
+        finally:
+            if ticket is not None:
+                self.budget.settle(ticket, response)
+        return self._store(response)
 
     def _token_request(self) -> httpx.Request:
         body = {
