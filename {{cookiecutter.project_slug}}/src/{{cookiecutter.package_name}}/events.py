@@ -9,7 +9,9 @@ tomorrow reaches the handlers without a release of this project.
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +68,19 @@ class Event:
             api_version=envelope.get("apiVersion"),
             raw=envelope,
         )
+
+
+def new_envelope(
+    event_type: str, obj: dict[str, Any], event_id: str | None = None, created: int | None = None
+) -> dict[str, Any]:
+    """An envelope as the sender builds it, with a fresh `evt_` id unless one is given."""
+    return {
+        "id": event_id or "evt_" + os.urandom(12).hex(),
+        "type": event_type,
+        "created": int(time.time()) if created is None else created,
+        "apiVersion": "v1",
+        "data": {"object": obj},
+    }
 
 
 def parse(body: bytes) -> dict[str, Any]:

@@ -20,18 +20,22 @@ database is flushed before every test, so never point it at data you want to kee
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
 
 from .config import Settings
 from .embedded_redis import EmbeddedRedis
+from .events import new_envelope
 from .signature import HEADER, sign
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
 
 TEST_SECRET = "whsec_test_secret"
 
@@ -43,13 +47,7 @@ def make_event(
     created: int | None = None,
 ) -> dict[str, Any]:
     """An event envelope as the sender builds it, with a fresh id unless one is given."""
-    return {
-        "id": event_id or "evt_" + os.urandom(12).hex(),
-        "type": event_type,
-        "created": int(time.time()) if created is None else created,
-        "apiVersion": "v1",
-        "data": {"object": obj if obj is not None else {}},
-    }
+    return new_envelope(event_type, obj if obj is not None else {}, event_id, created)
 
 
 def signed_headers(body: bytes, secret: str = TEST_SECRET, timestamp: int | None = None) -> dict:
@@ -163,3 +161,29 @@ def event_status_fixture(redis_conn: redis.Redis, settings: Settings):
     from .inspect_events import show
 
     return lambda event_id: show(redis_conn, event_id, settings.dedupe_window_seconds)
+
+
+@pytest.fixture
+def start_sandbox() -> Iterator[Callable[..., Sandbox]]:
+    """`start_sandbox(**options)`: a Tickets Wholesale API sandbox serving real HTTP from a
+    thread of this process, stopped after the test. Options are `sandbox.Options` fields:
+    `rate_limit`, `fail_rate`, `latency_ms`, `token_ttl`, `webhook_url`, `seed`... Webhooks
+    are signed with `TEST_SECRET` and retried after 0.05 s, 0.1 s... unless told otherwise.
+    Returns a `Sandbox`: `.url`, `.client_id`, `.client_secret`, `.stats()`, `.store`,
+    `.webhooks`."""
+    from .sandbox import running
+
+    with contextlib.ExitStack() as stack:
+
+        def start(**options: Any) -> Sandbox:
+            options.setdefault("webhook_secret", TEST_SECRET)
+            options.setdefault("webhook_backoff", 0.05)
+            return stack.enter_context(running(**options))
+
+        yield start
+
+
+@pytest.fixture
+def sandbox(start_sandbox: Callable[..., Sandbox]) -> Sandbox:
+    """A sandbox with the default options (100 requests/s, no faults, no webhooks)."""
+    return start_sandbox()
