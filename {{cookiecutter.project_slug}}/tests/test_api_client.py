@@ -174,7 +174,8 @@ def test_network_errors_are_retried(make_client):
 
 
 def test_no_answer_at_all_is_an_api_error(make_client):
-    client = make_client(base_url=f"http://127.0.0.1:{free_port()}", client_id="c", client_secret="s")
+    url = f"http://127.0.0.1:{free_port()}"
+    client = make_client(base_url=url, client_id="c", client_secret="s")
     client.call_seconds = 1
     with pytest.raises(ApiError) as caught:
         client.health()

@@ -66,8 +66,10 @@ def test_an_order_placed_by_a_killed_handler_is_placed_once(
                     start()  # as a supervisor would
             runs = redis_conn.hgetall(RUNS_KEY)
             placed = {line.split()[0] for line in redis_conn.lrange(ORDERS_KEY, 0, -1)}
-            return len(killed) == len(events) and placed == {i.encode() for i in ids} and all(
-                int(runs[i.encode()]) == 2 for i in ids
+            return (
+                len(killed) == len(events)
+                and placed == {i.encode() for i in ids}
+                and all(int(runs[i.encode()]) == 2 for i in ids)
             )
 
         wait_for(all_placed, timeout=60, interval=0.05)
