@@ -1,14 +1,13 @@
 """The API client over real HTTP against the sandbox, with the project's private Redis."""
 
 import json
-import subprocess
-import sys
+import multiprocessing
 import threading
 import time
 
 import httpx
 import pytest
-from processes import PROJECT_ROOT, project_env
+import redis
 
 from {{ cookiecutter.package_name }}.api import ApiError, Client, handler_run
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
@@ -46,29 +45,23 @@ def test_one_token_serves_many_calls_and_clients(sandbox, make_client):
     assert stats["byStatus"] == {"200": 7}  # the token request and six calls
 
 
+def fetch_health_in_a_process(sandbox_url, client_id, secret, redis_url, tokens) -> None:
+    client = Client(sandbox_url, client_id, secret, redis.Redis.from_url(redis_url))
+    client.health()
+    tokens.put(client.http.auth._local.value)
+
+
 def test_worker_processes_share_one_token(sandbox, redis_url):
-    code = (
-        "import redis, sys\n"
-        "from {{ cookiecutter.package_name }}.api import Client\n"
-        "url, cid, secret, redis_url = sys.argv[1:]\n"
-        "client = Client(url, cid, secret, redis.Redis.from_url(redis_url))\n"
-        "client.health()\n"
-        "print(client.http.auth._local.value)\n"
-    )
-    args = [sandbox.url, sandbox.client_id, sandbox.client_secret, redis_url]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", code, *args],
-            cwd=PROJECT_ROOT,
-            env=project_env(redis_url),
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    tokens = {p.communicate(timeout=60)[0].strip() for p in processes}
-    assert all(p.returncode == 0 for p in processes)
-    assert len(tokens) == 1
+    fork = multiprocessing.get_context("fork")  # fresh processes, without a new interpreter
+    tokens = fork.Queue()
+    args = (sandbox.url, sandbox.client_id, sandbox.client_secret, redis_url, tokens)
+    processes = [fork.Process(target=fetch_health_in_a_process, args=args) for _ in range(3)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=30)
+    assert [p.exitcode for p in processes] == [0, 0, 0]
+    assert len({tokens.get(timeout=1) for _ in processes}) == 1
     assert sandbox.stats()["tokensIssued"] == 1
 
 
@@ -271,3 +264,24 @@ def test_writes_outside_a_handler_are_separate_effects(start_sandbox, make_clien
     ids = {client.create_order([{"listingId": listing, "quantity": 1}])["id"] for _ in range(4)}
     assert len(ids) == 4  # four calls, four orders, whatever their retries
     assert sandbox.stats()["orders"] == 4
+
+
+def test_a_handler_calls_the_api_through_the_shared_client(
+    api_sandbox, make_event, signed_post, client, run_worker, event_status
+):
+    from {{ cookiecutter.package_name }}.handlers import Event, api, on
+    from {{ cookiecutter.package_name }}.registry import registry
+
+    registry.clear_handlers()  # this test's handler alone (put back after the test)
+    placed = []
+
+    @on("order.created")
+    def place(event: Event) -> None:
+        placed.append(api.create_order([{"listingId": event.object["listingId"], "quantity": 2}]))
+
+    event = make_event("order.created", {"listingId": "lst_7Qm2Floor"})
+    assert signed_post(client, event).status_code == 202
+    run_worker()
+    assert event_status(event["id"]).status == "processed"
+    assert api.get_order(placed[0]["id"])["items"][0]["quantity"] == 2
+    assert api_sandbox.stats()["orders"] == 1

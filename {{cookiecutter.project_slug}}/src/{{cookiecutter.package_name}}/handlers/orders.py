@@ -24,6 +24,8 @@ def log_order(event: Event) -> None:
 def fetch_order(event: Event) -> None:
     """Fetch the new order from the API: where a real handler would start its work."""
     order_id = event.object.get("id")
+    if not order_id:
+        return
     if not api.configured:
         if not _told_to_configure:
             _told_to_configure.append(True)
