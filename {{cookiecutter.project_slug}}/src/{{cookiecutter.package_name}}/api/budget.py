@@ -17,9 +17,11 @@ answer, so the first requests just go.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
+import hiredis
 import httpx
 import redis
 from redis.commands.core import Script
@@ -97,12 +99,55 @@ return 0
 """
 
 
+class PipelinedRunner(ScriptRunner):
+    """A `ScriptRunner` that can also send a script without waiting for its answer.
+
+    Redis runs it as soon as it arrives; the answer is read before the thread's next
+    command, by when it has long been there. `settle()` goes this way, so a call costs
+    one Redis round trip (`take()`), not two: the budget's share of a call's time is
+    half as large, which keeps the client within 10 % of bare httpx.
+    """
+
+    def send(self, script: Script, keys: list, args: list) -> None:
+        self._read_unanswered()
+        command = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        connection = self._connection()
+        try:
+            connection.connect()
+            connection.send_packed_command([command], check_health=False)
+        except (redis.ConnectionError, redis.TimeoutError):
+            connection.disconnect()
+            self.run(script, keys, args)  # through the runner's reconnect and retry
+            return
+        self._local.unanswered.append(script)
+
+    def run(self, script: Script, keys, args) -> object:
+        self._read_unanswered()
+        return super().run(script, keys, args)
+
+    def _read_unanswered(self) -> None:
+        local = self._local
+        if getattr(local, "unanswered_pid", None) != os.getpid():
+            local.unanswered, local.unanswered_pid = [], os.getpid()
+        while local.unanswered:
+            script = local.unanswered.pop(0)
+            try:
+                self._connection().read_response()
+            except redis.exceptions.NoScriptError:
+                self.client.script_load(script.script)  # lost once; loaded for the next
+            except redis.ResponseError:
+                pass  # a settle that failed leaves the budget as it was: the server corrects it
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._connection().disconnect()  # what was sent is gone with it
+                local.unanswered.clear()
+
+
 class Budget:
     """The shared request budget of one API client identity."""
 
     def __init__(self, connection: redis.Redis, identity: str) -> None:
         self.keys = [KEY_PREFIX + identity, KEY_PREFIX + identity + ":in-flight"]
-        self._runner = ScriptRunner(connection)
+        self._runner = PipelinedRunner(connection)
         self._take = Script(connection, TAKE)
         self._settle = Script(connection, SETTLE)
 
@@ -132,7 +177,10 @@ class Budget:
             _milliseconds(headers.get("Retry-After")),
             KEY_TTL_SECONDS,
         ]
-        self._runner.run(self._settle, self.keys, args)
+        if response is not None and response.status_code == 429:
+            self._runner.run(self._settle, self.keys, args)  # the pause, before any retry
+        else:
+            self._runner.send(self._settle, self.keys, args)
 
 
 def _milliseconds(seconds: str | None) -> str:
