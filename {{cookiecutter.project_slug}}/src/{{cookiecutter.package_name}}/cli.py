@@ -199,7 +199,48 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from . import devserver
 
     settings.require_secrets()
-    return devserver.run(load_environment(), args.host, args.port, reload=not args.no_reload)
+    return devserver.run(
+        load_environment(), args.host, args.port, reload=not args.no_reload,
+        sandbox_webhook_path=settings.webhook_path if args.sandbox else None,
+    )  # fmt: skip
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from . import sandbox
+
+    options = sandbox.Options(
+        client_id=settings.api_client_id or sandbox.DEFAULT_CLIENT_ID,
+        client_secret=settings.api_client_secret or sandbox.DEFAULT_CLIENT_SECRET,
+        token_ttl=args.token_ttl,
+        rate_limit=args.rate_limit,
+        fail_rate=args.fail_rate,
+        fail_token=args.fail_token,
+        latency_ms=args.latency_ms,
+        latency_jitter_ms=args.latency_jitter_ms,
+        seed=args.seed,
+        webhook_url=args.webhook_url,
+        webhook_secret=settings.require_secrets()[0] if args.webhook_url else None,
+    )
+    sandbox.serve(options, args.host, args.port, lambda line: print(line, flush=True))
+    return 0
+
+
+def _share(value: str) -> float:
+    """An argparse type: a share from 0 to 1."""
+    try:
+        share = float(value)
+    except ValueError:
+        share = -1.0
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"want a number from 0 to 1, got {value!r}")
+    return share
+
+
+def _milliseconds(value: str) -> int:
+    """An argparse type: a whole number of milliseconds, 0 or more."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"want a whole number of milliseconds, got {value!r}")
+    return int(value)
 
 
 def _count(value: str) -> int:
@@ -270,7 +311,39 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
     dev.add_argument("--no-reload", action="store_true", help="do not restart on code changes")
+    dev.add_argument(
+        "--sandbox", action="store_true",
+        help="also run the API sandbox; the worker's API client talks to it",
+    )  # fmt: skip
     dev.set_defaults(func=cmd_dev)
+
+    sbx = commands.add_parser(
+        "sandbox", help="serve the Tickets Wholesale API from memory, for dev and tests"
+    )
+    sbx.add_argument("--host", default="127.0.0.1")
+    sbx.add_argument("--port", type=int, default=8100)
+    sbx.add_argument(
+        "--webhook-url", metavar="URL", help="POST signed webhooks here (default: none)"
+    )
+    sbx.add_argument(
+        "--rate-limit", type=_count, default=100, metavar="R",
+        help="requests per second per client; past it 429 (default 100)",
+    )  # fmt: skip
+    sbx.add_argument(
+        "--fail-rate", type=_share, default=0.0, metavar="F",
+        help="share of requests answered 500/503 (default 0)",
+    )  # fmt: skip
+    sbx.add_argument("--fail-token", action="store_true", help="inject faults on the token too")
+    sbx.add_argument("--latency-ms", type=_milliseconds, default=0, metavar="MS")
+    sbx.add_argument(
+        "--latency-jitter-ms", type=_milliseconds, default=0, metavar="MS",
+        help="plus a random 0..MS on each request",
+    )  # fmt: skip
+    sbx.add_argument(
+        "--token-ttl", type=_count, default=3600, metavar="S", help="token lifetime (default 3600)"
+    )
+    sbx.add_argument("--seed", type=int, help="seed the fault and latency draws")
+    sbx.set_defaults(func=cmd_sandbox)
 
     evs = commands.add_parser("events", help="list, show and export received events")
     evs_commands = evs.add_subparsers(dest="events_command", required=True, metavar="ACTION")

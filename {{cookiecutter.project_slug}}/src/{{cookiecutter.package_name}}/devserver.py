@@ -1,5 +1,6 @@
 """The `dev` command: web app (auto-reload), worker and, when `REDIS_URL` is unset, an
-embedded Redis, in one terminal with each line prefixed by the process it came from.
+embedded Redis, in one terminal with each line prefixed by the process it came from. With
+`--sandbox`, the API sandbox as well, sending its webhooks to this receiver.
 
 Each child runs in a session of its own, so that on Ctrl-C (or SIGTERM) the whole process
 group of each one, gunicorn's workers included, is stopped here and nothing is orphaned.
@@ -14,7 +15,7 @@ import sys
 import threading
 from collections.abc import Mapping
 
-from .embedded_redis import EmbeddedRedis
+from .embedded_redis import EmbeddedRedis, free_port
 
 STOP_TIMEOUT_SECONDS = 10
 
@@ -31,6 +32,27 @@ def commands(host: str, port: int, reload: bool) -> dict[str, list[str]]:
     ]  # fmt: skip
     worker = [sys.executable, "-m", __package__, "worker"]
     return {"web": web, "worker": worker}
+
+
+def sandbox_process(
+    env: Mapping[str, str], host: str, port: int, webhook_path: str
+) -> tuple[list[str], dict[str, str]]:
+    """For `dev --sandbox`: the `sandbox` command on a free port, sending its webhooks to
+    the dev receiver, and the variables that point the worker's API client at it."""
+    from .sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+
+    api_port = free_port()
+    receiver_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    command = [
+        sys.executable, "-m", __package__, "sandbox", "--port", str(api_port),
+        "--webhook-url", f"http://{receiver_host}:{port}{webhook_path}",
+    ]  # fmt: skip
+    api_env = {
+        "TW_API_BASE_URL": f"http://127.0.0.1:{api_port}",
+        "TW_API_CLIENT_ID": env.get("TW_API_CLIENT_ID") or DEFAULT_CLIENT_ID,
+        "TW_API_CLIENT_SECRET": env.get("TW_API_CLIENT_SECRET") or DEFAULT_CLIENT_SECRET,
+    }
+    return command, api_env
 
 
 def _pump(name: str, stream, lock: threading.Lock) -> None:
@@ -53,10 +75,26 @@ def _stop(processes: dict[str, subprocess.Popen]) -> None:
 
 
 def run(
-    env: Mapping[str, str], host: str = "127.0.0.1", port: int = 8000, reload: bool = True
+    env: Mapping[str, str],
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    reload: bool = True,
+    sandbox_webhook_path: str | None = None,
 ) -> int:
-    """Run everything until Ctrl-C, SIGTERM or a child exiting; return an exit status."""
+    """Run everything until Ctrl-C, SIGTERM or a child exiting; return an exit status.
+
+    With `sandbox_webhook_path`, the API sandbox runs too and posts its webhooks there."""
     child_env = dict(env)
+    children = commands(host, port, reload)
+    if sandbox_webhook_path is not None:
+        children["api"], api_env = sandbox_process(env, host, port, sandbox_webhook_path)
+        child_env.update(api_env)
+        print(
+            f"   dev | API sandbox on {api_env['TW_API_BASE_URL']} (the worker's "
+            f"TW_API_BASE_URL, client id {api_env['TW_API_CLIENT_ID']}); its webhooks go to "
+            "the receiver",
+            flush=True,
+        )
     embedded = None
     if not child_env.get("REDIS_URL"):
         embedded = EmbeddedRedis().start()
@@ -76,7 +114,7 @@ def run(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     status = 0
     try:
-        for name, command in commands(host, port, reload).items():
+        for name, command in children.items():
             process = subprocess.Popen(
                 command,
                 env=child_env,

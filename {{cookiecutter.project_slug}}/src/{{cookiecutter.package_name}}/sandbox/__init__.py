@@ -1,0 +1,27 @@
+"""An offline stand-in for the Tickets Wholesale API, for dev and tests.
+
+It serves the documented surface from memory (token, health, inventory search, orders)
+with the API's conventions (error shape, `X-RateLimit-*`, 429, `Idempotency-Key`), can
+inject faults, and sends signed webhooks for the changes it makes. An application beside
+the receiver, reached from the `sandbox` and `dev --sandbox` commands and from tests::
+
+    from {{ cookiecutter.package_name }} import sandbox
+
+    with sandbox.running(rate_limit=5) as api:
+        ...  # api.url, api.client_id, api.client_secret, api.stats(), api.store
+
+The receiver's modules never import it. See docs/sandbox.md.
+"""
+
+from .options import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SCOPES, Options
+from .server import Sandbox, running, serve
+
+__all__ = [
+    "DEFAULT_CLIENT_ID",
+    "DEFAULT_CLIENT_SECRET",
+    "SCOPES",
+    "Options",
+    "Sandbox",
+    "running",
+    "serve",
+]

@@ -1,0 +1,195 @@
+"""The sandbox's state, in memory: the catalogue's seats and prices, and the orders.
+
+One lock guards everything, so concurrent requests see the seats of a listing go down
+exactly once per order. Each change that the real API announces with a webhook is passed
+to `emit(type, object)` while the lock is held, so events leave in the order the changes
+happened. Refusals raise the receiver's `ApiError` with the status and code the API
+answers with.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..app import ApiError
+from . import catalogue, paging
+from .catalogue import Listing, money
+
+MAX_ITEMS_PER_ORDER = 20
+# action -> (states it may start from, state it leads to); the event is "order.<state>".
+TRANSITIONS = {
+    "confirm": (("created",), "confirmed"),
+    "fulfill": (("confirmed",), "fulfilled"),
+    "cancel": (("created", "confirmed"), "cancelled"),
+}
+
+
+@dataclass
+class Order:
+    id: str
+    client_id: str
+    event_id: str
+    items: list[dict]
+    total: int
+    status: str = "created"
+    created_at: int = field(default_factory=lambda: int(time.time()))
+    updated_at: int = 0
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "eventId": self.event_id,
+            "items": [dict(item) for item in self.items],
+            "total": money(self.total),
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at or self.created_at,
+        }
+
+
+def _no_events(event_type: str, obj: dict) -> None:
+    pass
+
+
+class Store:
+    def __init__(self, emit: Callable[[str, dict], None] = _no_events):
+        self.emit = emit
+        self._lock = threading.Lock()
+        self._listings = catalogue.seed()
+        self._by_id = {listing.id: listing for listing in self._listings}
+        self._orders: dict[str, Order] = {}  # in creation order
+
+    # --- inventory ---------------------------------------------------------------------
+
+    def search(
+        self, event_id: str, section: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict], str | None]:
+        """Listings of a show with seats left, in catalogue order; one page of them."""
+
+        def keep(listing: Listing) -> bool:
+            wanted = section is None or listing.section.lower() == section.lower()
+            return listing.event_id == event_id and wanted and listing.available > 0
+
+        with self._lock:
+            found, next_cursor = paging.page(self._listings, _id, limit, cursor, keep)
+            return [listing.to_json() for listing in found], next_cursor
+
+    def listing(self, listing_id: str) -> dict:
+        with self._lock:
+            return self._listing(listing_id).to_json()
+
+    def set_price(self, listing_id: str, amount: int) -> dict:
+        """Change a listing's price and announce it with `price.updated`."""
+        with self._lock:
+            listing = self._listing(listing_id)
+            previous, listing.price = listing.price, amount
+            update = {
+                "listingId": listing.id,
+                "eventId": listing.event_id,
+                "section": listing.section,
+                "row": listing.row,
+                "price": money(amount),
+                "previousPrice": money(previous),
+                "updatedAt": int(time.time()),
+            }
+            if amount != previous:
+                self.emit("price.updated", update)
+            return update
+
+    def seats_left(self, event_id: str) -> int:
+        with self._lock:
+            return sum(x.available for x in self._listings if x.event_id == event_id)
+
+    def _listing(self, listing_id: str) -> Listing:
+        listing = self._by_id.get(listing_id)
+        if listing is None:
+            raise ApiError(404, "listing_not_found", f"No listing {listing_id!r}.")
+        return listing
+
+    # --- orders --------------------------------------------------------------------------
+
+    def create_order(self, client_id: str, items: list[tuple[str, int]]) -> dict:
+        """Take the seats of every item at today's price, or none of them."""
+        with self._lock:
+            listings = []
+            for listing_id, quantity in items:
+                listing = self._by_id.get(listing_id)
+                if listing is None:
+                    raise ApiError(422, "unknown_listing", f"No listing {listing_id!r}.")
+                if quantity > listing.available:
+                    raise ApiError(
+                        422,
+                        "insufficient_seats",
+                        f"Listing {listing_id} has {listing.available} seat(s) left, "
+                        f"{quantity} asked.",
+                    )
+                listings.append(listing)
+            if len({listing.event_id for listing in listings}) > 1:
+                raise ApiError(422, "mixed_events", "All items of an order must be of one show.")
+            lines = []
+            for listing, (_, quantity) in zip(listings, items, strict=True):
+                listing.available -= quantity
+                lines.append({
+                    "listingId": listing.id, "section": listing.section, "row": listing.row,
+                    "quantity": quantity, "unitPrice": money(listing.price),
+                })  # fmt: skip
+            order = Order(
+                id="ord_" + os.urandom(8).hex(),
+                client_id=client_id,
+                event_id=listings[0].event_id,
+                items=lines,
+                total=sum(line["unitPrice"]["amount"] * line["quantity"] for line in lines),
+            )
+            self._orders[order.id] = order
+            self.emit("order.created", order.to_json())
+            return order.to_json()
+
+    def order(self, client_id: str, order_id: str) -> dict:
+        with self._lock:
+            return self._order(client_id, order_id).to_json()
+
+    def orders(
+        self, client_id: str, limit: int, cursor: str | None, status: str | None = None
+    ) -> tuple[list[dict], str | None]:
+        """The client's orders, oldest first; one page of them."""
+
+        def keep(order: Order) -> bool:
+            return order.client_id == client_id and status in (None, order.status)
+
+        with self._lock:
+            found, next_cursor = paging.page(list(self._orders.values()), _id, limit, cursor, keep)
+            return [order.to_json() for order in found], next_cursor
+
+    def transition(self, client_id: str, order_id: str, action: str) -> dict:
+        """Confirm, fulfill or cancel an order; a cancelled order's seats go back on sale."""
+        sources, target = TRANSITIONS[action]
+        with self._lock:
+            order = self._order(client_id, order_id)
+            if order.status not in sources:
+                raise ApiError(
+                    422, "invalid_state", f"Order {order_id} is {order.status}; cannot {action}."
+                )
+            if target == "cancelled":
+                for item in order.items:
+                    self._by_id[item["listingId"]].available += item["quantity"]
+            order.status, order.updated_at = target, int(time.time())
+            self.emit(f"order.{target}", order.to_json())
+            return order.to_json()
+
+    def order_count(self) -> int:
+        with self._lock:
+            return len(self._orders)
+
+    def _order(self, client_id: str, order_id: str) -> Order:
+        order = self._orders.get(order_id)
+        if order is None or order.client_id != client_id:
+            raise ApiError(404, "order_not_found", f"No order {order_id!r}.")
+        return order
+
+
+def _id(item: Listing | Order) -> str:
+    return item.id
