@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from {{ cookiecutter.package_name }} import cli
 from {{ cookiecutter.package_name }}.sandbox import Options
 
 ORDER = {"items": [{"listingId": "lst_7Qm2Floor", "quantity": 2}]}
@@ -468,3 +469,19 @@ def test_options_refuse_nonsense():
             Options(**bad)
     with pytest.raises(ValueError, match="webhook_secret"):
         Options(webhook_url="http://127.0.0.1:1/webhooks")
+    with pytest.raises(ValueError, match="http"):
+        Options(webhook_url="127.0.0.1:1/webhooks", webhook_secret="s")
+
+
+def test_sandbox_command_refuses_bad_options_in_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.delenv("TW_WEBHOOK_SECRETS", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["sandbox", "--fail-rate", "1.5"])
+    assert exited.value.code == 2
+    assert "want a number from 0 to 1, got '1.5'" in capsys.readouterr().err
+    assert cli.main(["sandbox", "--webhook-url", "http://127.0.0.1:1/webhooks"]) == 2
+    assert capsys.readouterr().err.startswith("error: TW_WEBHOOK_SECRETS is not set")
+    monkeypatch.setenv("TW_WEBHOOK_SECRETS", "whsec_x")
+    assert cli.main(["sandbox", "--webhook-url", "127.0.0.1:1/webhooks"]) == 2
+    assert "webhook URL must start with http:// or https://" in capsys.readouterr().err

@@ -33,23 +33,27 @@ def test_changes_reach_the_project_receiver_signed_and_in_order(
     assert api.stats()["webhooks"] == {"delivered": 4, "failed": 0, "queued": 0, "attempts": 4}
 
 
-def test_a_503_is_retried_until_accepted(start_sandbox, receiver):  # noqa: F811
-    url, script = receiver(error(503, "storage_unavailable"), error(503, "x"), ACCEPTED)
+def deliver_one_order(start_sandbox, start_receiver, *answers):
+    """Place one order in a sandbox whose webhooks go to a receiver answering `answers`."""
+    url, script = start_receiver(*answers)
     api = start_sandbox(webhook_url=url)
     connect(api).post("/v1/orders", json=ORDER)
     assert api.webhooks.wait_until_idle(timeout=20)
     [result] = api.webhooks.results
+    return result, script, api
+
+
+def test_a_503_is_retried_until_accepted(start_sandbox, receiver):  # noqa: F811
+    answers = error(503, "storage_unavailable"), error(503, "x"), ACCEPTED
+    result, script, _ = deliver_one_order(start_sandbox, receiver, *answers)
     assert (result.outcome, result.attempts) == ("accepted", 3)
     bodies = [body for _, body, _ in script.received]  # the receiver verified each signature
     assert bodies == [result.delivery.body] * 3
 
 
 def test_a_409_is_retried_but_a_400_is_final(start_sandbox, receiver):  # noqa: F811
-    url, script = receiver(error(409, "conflict"), error(400, "invalid_event"), ACCEPTED)
-    api = start_sandbox(webhook_url=url)
-    connect(api).post("/v1/orders", json=ORDER)
-    assert api.webhooks.wait_until_idle(timeout=20)
-    [result] = api.webhooks.results
+    answers = error(409, "conflict"), error(400, "invalid_event"), ACCEPTED
+    result, script, api = deliver_one_order(start_sandbox, receiver, *answers)
     assert (result.outcome, result.status, result.attempts) == ("rejected:invalid_event", 400, 2)
     assert len(script.received) == 2
     assert api.stats()["webhooks"]["failed"] == 1

@@ -74,12 +74,13 @@ class State:
     keys: IdempotencyRecords
     sender: WebhookSender | None
     stats: Stats = field(default_factory=Stats)
-    random: random.Random = field(default_factory=random.Random)
-    random_lock: threading.Lock = field(default_factory=threading.Lock)
+    rng: random.Random = field(default_factory=random.Random)  # seeded by `seed`
+    rng_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def draw(self) -> float:
-        with self.random_lock:
-            return self.random.random()
+        """A uniform draw in [0, 1) for faults and jitter, repeatable under one seed."""
+        with self.rng_lock:
+            return self.rng.random()
 
     def stats_json(self) -> dict:
         with self.stats.lock:
@@ -113,7 +114,7 @@ def build_state(options: Options) -> State:
         limiter=RateLimiter(options.rate_limit),
         keys=IdempotencyRecords(options.idempotency_ttl),
         sender=sender,
-        random=random.Random(options.seed),
+        rng=random.Random(options.seed),
     )
 
 

@@ -112,10 +112,6 @@ class IdempotencyRecords:
         with self._lock:
             self._records.pop((client_id, key), None)
 
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(1 for record in self._records.values() if record.response is not None)
-
     def _forget_expired(self, now: float) -> None:
         expired = [k for k, record in self._records.items() if record.expires <= now]
         for k in expired:

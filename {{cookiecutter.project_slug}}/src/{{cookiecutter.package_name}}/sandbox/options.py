@@ -45,6 +45,10 @@ class Options:
             raise ValueError("token_ttl and idempotency_ttl must be at least 1 second")
         if self.latency_ms < 0 or self.latency_jitter_ms < 0:
             raise ValueError("latency_ms and latency_jitter_ms must not be negative")
+        if self.webhook_url and not self.webhook_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"the webhook URL must start with http:// or https://, got {self.webhook_url!r}"
+            )
         if self.webhook_url and not self.webhook_secret:
             raise ValueError("a webhook_url needs a webhook_secret to sign with")
 

@@ -78,10 +78,6 @@ class Store:
             found, next_cursor = paging.page(self._listings, _id, limit, cursor, keep)
             return [listing.to_json() for listing in found], next_cursor
 
-    def listing(self, listing_id: str) -> dict:
-        with self._lock:
-            return self._listing(listing_id).to_json()
-
     def set_price(self, listing_id: str, amount: int) -> dict:
         """Change a listing's price and announce it with `price.updated`."""
         with self._lock:
