@@ -166,6 +166,16 @@ def test_network_errors_are_retried(make_client):
             sandboxes[0].__exit__(None, None, None)
 
 
+def test_a_call_in_a_handler_gives_up_before_the_job_ends(start_sandbox, make_client):
+    sandbox = start_sandbox(latency_ms=1500)
+    client = make_client(sandbox)
+    started = time.monotonic()
+    with handler_run("evt_1", "h", started + 1.5), pytest.raises(ApiError) as caught:
+        client.health()  # the job has 1.5 s left; the call gives up a second before that
+    assert time.monotonic() - started < 1.0
+    assert (caught.value.status, caught.value.code) == (None, "timeout")
+
+
 def test_no_answer_at_all_is_an_api_error(make_client):
     url = f"http://127.0.0.1:{free_port()}"
     client = make_client(base_url=url, client_id="c", client_secret="s")

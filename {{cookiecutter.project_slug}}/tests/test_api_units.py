@@ -101,7 +101,7 @@ def test_outside_a_handler_every_write_gets_a_new_key():
 
 def test_a_call_in_a_handler_ends_with_the_job():
     with handler_run("evt_1", "h", time.monotonic() + 5):
-        assert deadline(60) == pytest.approx(time.monotonic() + 5, abs=0.1)
+        assert deadline(60) == pytest.approx(time.monotonic() + 4, abs=0.1)  # a second early
     assert deadline(60) == pytest.approx(time.monotonic() + 60, abs=0.1)
 
 

@@ -18,7 +18,7 @@ from rq import get_current_job
 
 from . import metrics
 from .api import handler_run
-from .config import settings_from_env
+from .config import Settings, settings_from_env
 from .events import Event
 from .registry import registry
 
@@ -85,7 +85,8 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
         log.info("%s %s: no handler registered; acknowledged and dropped", event.type, event.id)
         return []
     # The API client's calls end before RQ would stop the job (`api/idempotency.py`).
-    deadline = time.monotonic() + (job.timeout if job is not None and job.timeout else 60)
+    timeout = job.timeout if job is not None and job.timeout else Settings.job_timeout_seconds
+    deadline = time.monotonic() + timeout
     ran: list[str] = []
     failures: dict[str, BaseException] = {}
     for handler in handlers:

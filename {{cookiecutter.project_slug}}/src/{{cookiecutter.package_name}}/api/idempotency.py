@@ -23,6 +23,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+# A handler's call gives up this long before the job's end, leaving the handler time to
+# see the error before RQ stops the job.
+JOB_END_MARGIN_SECONDS = 1.0
+
 
 @dataclass
 class HandlerRun:
@@ -65,7 +69,8 @@ def next_key(method: str, path: str) -> str:
 
 
 def deadline(default_seconds: float) -> float:
-    """The monotonic time a call must end by: the handler run's, or `default_seconds` on."""
+    """The monotonic time a call must end by: shortly before the handler run's job ends, or
+    `default_seconds` on."""
     run = _current.get()
     fallback = time.monotonic() + default_seconds
-    return fallback if run is None else min(run.deadline, fallback)
+    return fallback if run is None else min(run.deadline - JOB_END_MARGIN_SECONDS, fallback)

@@ -88,16 +88,17 @@ class TokenAuth(httpx.Auth):
         self._local: Token | None = None
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = yield from self._token()
+        timeout = request.extensions.get("timeout")  # the call's: a token fetch keeps to it
+        token = yield from self._token(timeout=timeout)
         request.headers["Authorization"] = f"Bearer {token.value}"
         response = yield request
         if response.status_code == 401:
             # Revoked or expired early: one new token, one more try, never a loop.
-            token = yield from self._token(rejected=token.value)
+            token = yield from self._token(rejected=token.value, timeout=timeout)
             request.headers["Authorization"] = f"Bearer {token.value}"
             yield request
 
-    def _token(self, rejected: str | None = None) -> TokenFlow:
+    def _token(self, rejected: str | None = None, timeout: dict | None = None) -> TokenFlow:
         local = self._local
         if local is not None and local.fresh(rejected):
             return local
@@ -110,28 +111,28 @@ class TokenAuth(httpx.Auth):
             try:
                 shared = self._read()  # fetched by another process just before our lock?
                 if shared is None or not shared.fresh(rejected):
-                    shared = yield from self._fetch()
+                    shared = yield from self._fetch(timeout)
             finally:
                 self._release(keys=[self.lock_key], args=[holder])
         elif shared is None or not shared.usable(rejected):
             # Another process is fetching and there is nothing valid meanwhile: wait for it.
             shared = self._wait_for_other(rejected)
             if shared is None:  # it died while fetching
-                shared = yield from self._fetch()
+                shared = yield from self._fetch(timeout)
         self._local = shared
         return shared
 
-    def _fetch(self) -> TokenFlow:
+    def _fetch(self, timeout: dict | None) -> TokenFlow:
         ticket = self.budget.take(time.monotonic() + LOCK_SECONDS) if self.budget else None
         response = None
         try:
-            response = yield self._token_request()
+            response = yield self._token_request(timeout)
         finally:
             if ticket is not None:
                 self.budget.settle(ticket, response)
         return self._store(response)
 
-    def _token_request(self) -> httpx.Request:
+    def _token_request(self, timeout: dict | None) -> httpx.Request:
         body = {
             "client_id": self.client_id,
             "client_secret": self.client_secret,
@@ -139,7 +140,8 @@ class TokenAuth(httpx.Auth):
         }
         if self.scopes:
             body["scope"] = " ".join(self.scopes)
-        return httpx.Request("POST", self.token_url, json=body)
+        extensions = {"timeout": timeout} if timeout else {}
+        return httpx.Request("POST", self.token_url, json=body, extensions=extensions)
 
     def _store(self, response: httpx.Response) -> Token:
         if response.status_code != 200:
