@@ -1,13 +1,14 @@
 """The API client over real HTTP against the sandbox, with the project's private Redis."""
 
 import json
-import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 
 import httpx
 import pytest
-import redis
+from processes import PROJECT_ROOT, project_env
 
 from {{ cookiecutter.package_name }}.api import ApiError, Client, handler_run
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
@@ -45,23 +46,29 @@ def test_one_token_serves_many_calls_and_clients(sandbox, make_client):
     assert stats["byStatus"] == {"200": 7}  # the token request and six calls
 
 
-def fetch_health_in_a_process(sandbox_url, client_id, secret, redis_url, tokens) -> None:
-    client = Client(sandbox_url, client_id, secret, redis.Redis.from_url(redis_url))
-    client.health()
-    tokens.put(client.http.auth._local.value)
-
-
 def test_worker_processes_share_one_token(sandbox, redis_url):
-    fork = multiprocessing.get_context("fork")  # fresh processes, without a new interpreter
-    tokens = fork.Queue()
-    args = (sandbox.url, sandbox.client_id, sandbox.client_secret, redis_url, tokens)
-    processes = [fork.Process(target=fetch_health_in_a_process, args=args) for _ in range(3)]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=30)
-    assert [p.exitcode for p in processes] == [0, 0, 0]
-    assert len({tokens.get(timeout=1) for _ in processes}) == 1
+    code = (
+        "import sys, redis\n"
+        "from {{ cookiecutter.package_name }}.api.client import Client\n"
+        "url, client_id, secret, redis_url = sys.argv[1:]\n"
+        "client = Client(url, client_id, secret, redis.Redis.from_url(redis_url))\n"
+        "client.health()\n"
+        "print(client.http.auth._local.value)\n"
+    )
+    args = [sandbox.url, sandbox.client_id, sandbox.client_secret, redis_url]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            cwd=PROJECT_ROOT,
+            env=project_env(redis_url),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    tokens = {process.communicate(timeout=60)[0].strip() for process in processes}
+    assert [process.returncode for process in processes] == [0, 0]
+    assert len(tokens) == 1
     assert sandbox.stats()["tokensIssued"] == 1
 
 
