@@ -4,6 +4,7 @@
 
 PYTHON ?= python3
 VENV ?= .venv
+LOWEST_VENV ?= .venv-lowest
 BIN := $(VENV)/bin
 BUILD_DIR ?= build
 
@@ -17,15 +18,26 @@ help:
 	@echo "make bench      bake the defaults and print the performance table (a few minutes)"
 	@echo "make clean      remove $(BUILD_DIR)/ and caches (keeps $(VENV))"
 
+# Debian and Ubuntu ship Python's venv module in a package of its own.
 $(VENV)/.installed: requirements.txt
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "make: '$(PYTHON) -m venv' failed: this needs Python 3.11+ with its venv module" \
+	       "(on Debian and Ubuntu: sudo apt install python3-venv)" >&2; exit 1; }
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -r requirements.txt
 	touch $@
 
-install: $(VENV)/.installed
+# The generated project's dependencies at their lowest allowed versions, for the test
+# that runs part of its suite on them (tests/test_platforms.py).
+$(LOWEST_VENV)/.installed: requirements-lowest.txt
+	@$(PYTHON) -m venv $(LOWEST_VENV) || { rm -rf $(LOWEST_VENV); exit 1; }
+	$(LOWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST_VENV)/bin/python -m pip install --quiet -r requirements-lowest.txt
+	touch $@
 
-test: $(VENV)/.installed
+install: $(VENV)/.installed $(LOWEST_VENV)/.installed
+
+test: install
 	$(BIN)/python -m pytest tests
 
 test-fast: $(VENV)/.installed

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -40,11 +41,19 @@ def gunicorn(project: Path, app: str, port: int, redis_url: str, extra_env: dict
     )
     env.update(extra_env)
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", app]
-    # The receiver logs one line per request at INFO, as deployed; it goes to a file here.
+    # The receiver logs one line per request at INFO, as deployed: into a pipe that
+    # another process drains (journald, Docker's log driver), here `drain_log` to a file.
     log = open(LOG_DIR / f"gunicorn-{port}.log", "ab")  # noqa: SIM115
     process = subprocess.Popen(
-        command, cwd=project, env=env, start_new_session=True, stdout=log, stderr=log
+        command,
+        cwd=project,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
+    drainer = threading.Thread(target=drain_log, args=(process.stdout, log), daemon=True)
+    drainer.start()
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -67,7 +76,14 @@ def gunicorn(project: Path, app: str, port: int, redis_url: str, extra_env: dict
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        drainer.join(timeout=5)
         log.close()
+
+
+def drain_log(pipe, log) -> None:
+    """Copy a server's output from its pipe to `log` as fast as it comes."""
+    for chunk in iter(lambda: pipe.read1(65536), b""):
+        log.write(chunk)
 
 
 def sample_event(project: Path) -> dict:

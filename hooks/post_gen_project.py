@@ -4,14 +4,22 @@ Cookiecutter renders this file with Jinja and runs it with its own interpreter, 
 the generated project's directory, so it uses the standard library only and calls no
 outside tool (no git, no docker). The answers are read in ``main()`` through JSON; the
 functions above it take plain arguments so the template's tests can import them.
+
+``cruft update`` and ``cruft diff`` render the template again, twice for an update, into
+throwaway directories, and run this hook each time. There it only trims: it writes no
+``.env`` (the project keeps its own, which the project's ``[tool.cruft] skip`` keeps out
+of every update and diff) and prints nothing.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import secrets
 import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 # What each deploy target keeps; every other target's files are removed.
@@ -74,15 +82,41 @@ def new_webhook_secret() -> str:
 
 
 def write_env_file(project_dir: Path) -> Path:
-    """Write ``.env`` with a fresh secret; an existing ``.env`` is kept as it is."""
+    """Write ``.env`` with a fresh secret; an existing ``.env`` is kept as it is.
+
+    The file is created with mode 600, so the secret is never readable by others, not
+    even for a moment.
+    """
     env_path = project_dir / ".env"
-    if env_path.exists():
+    try:
+        fd = os.open(env_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
         return env_path
-    env_path.write_text(
-        ENV_TEMPLATE.format(secret=new_webhook_secret()), encoding="utf-8"
-    )
-    env_path.chmod(0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as env_file:
+        env_file.write(ENV_TEMPLATE.format(secret=new_webhook_secret()))
+    env_path.chmod(0o600)  # whatever the umask
     return env_path
+
+
+# The name `tempfile.mkdtemp()` gives, which cruft's throwaway directories have.
+THROWAWAY_DIR_RE = re.compile(r"^tmp[a-z0-9_]{8}$")
+
+
+def is_cruft_rerender(project_dir: Path, cruft_commit: str) -> bool:
+    """Whether cruft is rendering the template again for ``update`` or ``diff``.
+
+    Cruft offers no flag for it (its issue #143), so this reads the signs it leaves: it
+    sets ``_commit`` in the context, and renders into a fresh temporary directory that
+    holds nothing but the project. ``cruft create`` and cookiecutter render where the
+    user asked, which is never such a directory in practice.
+    """
+    parent = project_dir.resolve().parent
+    return (
+        bool(cruft_commit)
+        and parent.parent == Path(tempfile.gettempdir()).resolve()
+        and THROWAWAY_DIR_RE.match(parent.name) is not None
+        and [p.name for p in parent.iterdir()] == [project_dir.name]
+    )
 
 
 def make_scripts_executable(project_dir: Path) -> list[Path]:
@@ -106,13 +140,16 @@ def main() -> None:
     deploy_target = json.loads(r'''{{ cookiecutter.deploy_target | tojson }}''')
     github_actions = json.loads(r'''{{ cookiecutter.github_actions | tojson }}''')
     slug = json.loads(r'''{{ cookiecutter.project_slug | tojson }}''')
+    cruft_commit = json.loads(r'''{{ cookiecutter._commit | default("") | tojson }}''')
     # fmt: on
     project_dir = Path.cwd()
     remove_deploy_files(project_dir, deploy_target)
     if not as_bool(github_actions):
         remove_github_actions(project_dir)
-    write_env_file(project_dir)
     make_scripts_executable(project_dir)
+    if is_cruft_rerender(project_dir, cruft_commit):
+        return
+    write_env_file(project_dir)
     print(
         f"Created {slug}/ with a fresh webhook secret in {slug}/.env (git-ignored).\n"
         f"Next: cd {slug} && python -m venv .venv && . .venv/bin/activate\n"

@@ -20,8 +20,20 @@ PACKAGE_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 PATH_CHARS_RE = re.compile(r"^[A-Za-z0-9._~/-]+$")
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
+DEFAULT_NAME = "TW Webhook Receiver"
 DEFAULT_SLUG = "tw-webhook-receiver"
 DEFAULT_PATH = "/webhooks/tw"
+
+# The choices of cookiecutter.json (a template test keeps the two in step). Cookiecutter
+# refuses another value given on its command line before this hook runs; a replay file, a
+# user config or a hand-edited .cruft.json reaches the hook unchecked.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "python_version": ("3.12", "3.13", "3.11"),
+    "deploy_target": ("docker", "systemd", "procfile", "all", "none"),
+}
+# What cookiecutter itself takes for yes and no.
+TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
+FALSE_WORDS = frozenset({"0", "false", "f", "no", "n", "off"})
 
 # Routes the generated app serves itself; the webhook must not shadow them.
 RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -128,6 +140,32 @@ def check_email(email: str) -> str | None:
     return f"author_email {email!r} does not look like an email address (try: you@example.com)"
 
 
+def check_project_name(name: str) -> str | None:
+    """Free text, with at least one letter or digit to derive the directory name from."""
+    error = check_text("project_name", name)
+    if error is None and not any(ch.isalnum() for ch in name):
+        return (
+            f"project_name {name!r} needs a letter or digit to derive the directory "
+            f"name from (try: {DEFAULT_NAME})"
+        )
+    return error
+
+
+def check_choice(key: str, value: object) -> str | None:
+    choices = CHOICES[key]
+    if value in choices:
+        return None
+    return f"{key} {value!r} is not one of {', '.join(choices)} (try: {choices[0]})"
+
+
+def check_bool(key: str, value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return None
+    return f"{key} {value!r} must be yes or no (try: yes)"
+
+
 def check_text(key: str, value: str) -> str | None:
     """Free-text answers: non-empty, one line, no control characters."""
     if not value.strip():
@@ -140,13 +178,16 @@ def check_text(key: str, value: str) -> str | None:
 def validate(answers: dict) -> str | None:
     """The first problem found in ``answers``, or ``None`` when all are fine."""
     checks = (
-        lambda: check_text("project_name", answers["project_name"]),
+        lambda: check_project_name(answers["project_name"]),
         lambda: check_slug(answers["project_slug"]),
         lambda: check_package_name(answers["package_name"]),
         lambda: check_text("description", answers["description"]),
         lambda: check_text("author_name", answers["author_name"]),
         lambda: check_email(answers["author_email"]),
         lambda: check_webhook_path(answers["webhook_path"]),
+        lambda: check_choice("python_version", answers["python_version"]),
+        lambda: check_choice("deploy_target", answers["deploy_target"]),
+        lambda: check_bool("github_actions", answers["github_actions"]),
     )
     for check in checks:
         error = check()
@@ -166,6 +207,9 @@ def main() -> None:
         "author_name": json.loads(r'''{{ cookiecutter.author_name | tojson }}'''),
         "author_email": json.loads(r'''{{ cookiecutter.author_email | tojson }}'''),
         "webhook_path": json.loads(r'''{{ cookiecutter.webhook_path | tojson }}'''),
+        "python_version": json.loads(r'''{{ cookiecutter.python_version | tojson }}'''),
+        "deploy_target": json.loads(r'''{{ cookiecutter.deploy_target | tojson }}'''),
+        "github_actions": json.loads(r'''{{ cookiecutter.github_actions | tojson }}'''),
     }
     # fmt: on
     error = validate(answers)

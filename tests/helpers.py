@@ -11,11 +11,12 @@ TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 
 
 def run_cookiecutter_cli(
-    tmp_path: Path, *answers: str, cwd: Path | None = None
+    tmp_path: Path, *answers: str, cwd: Path | None = None, no_input: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run ``cookiecutter --no-input`` as a user would, isolated from the user's config.
 
-    ``answers`` are ``key=value`` strings; the output goes to ``tmp_path / "out"``.
+    ``answers`` are ``key=value`` strings (or options); the output goes to
+    ``tmp_path / "out"``.
     """
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
@@ -33,7 +34,7 @@ def run_cookiecutter_cli(
             sys.executable,
             "-m",
             "cookiecutter",
-            "--no-input",
+            *(["--no-input"] if no_input else []),
             "--config-file",
             str(config),
             "--output-dir",

@@ -63,6 +63,10 @@ LEFTOVER = re.compile(r"\{\{|\{%|cookiecutter\.(?!json\b)[A-Za-z_]")
 LEFTOVER_IN_WORKFLOWS = re.compile(
     r"(^|[^$])\{\{|\{%|cookiecutter\.(?!json\b)[A-Za-z_]"
 )
+# Prometheus' alert templates ({{ $labels.queue }}) and Grafana's legends ({{queue}}).
+LEFTOVER_IN_MONITORING = re.compile(
+    r"\{\{(?!( \$labels\.\w+ |\w+)\}\})|\{%|cookiecutter\.(?!json\b)[A-Za-z_]"
+)
 
 DOCKER_FILES = ("Dockerfile", ".dockerignore", "compose.yaml")
 PROCFILE_FILES = ("Procfile",)
@@ -178,8 +182,10 @@ def test_deploy_files_match_the_target(baked):
     units = (f"{baked.slug}-web.service", f"{baked.slug}-worker@.service")
     for unit in units:
         assert (systemd / unit).is_file() == (target in ("systemd", "all")), unit
-    if target not in ("systemd", "all"):
-        assert not (root / "deploy").exists()
+    assert systemd.exists() == (target in ("systemd", "all"))
+    # The alert rules and the dashboard ship whatever the deploy target.
+    for name in ("deploy/prometheus/alerts.yml", "deploy/grafana/dashboard.json"):
+        assert (root / name).is_file(), name
 
 
 def test_github_actions_present_only_when_asked(baked):
@@ -195,7 +201,12 @@ def test_no_leftover_template_syntax(baked):
     for path, text in text_files(baked.path):
         relative = path.relative_to(baked.path)
         in_workflows = relative.parts[:2] == (".github", "workflows")
+        in_monitoring = relative.parts[:2] in (
+            ("deploy", "prometheus"),
+            ("deploy", "grafana"),
+        )
         pattern = LEFTOVER_IN_WORKFLOWS if in_workflows else LEFTOVER
+        pattern = LEFTOVER_IN_MONITORING if in_monitoring else pattern
         for lineno, line in enumerate(text.splitlines(), 1):
             if pattern.search(line):
                 leftovers.append(f"{relative}:{lineno}: {line.strip()}")

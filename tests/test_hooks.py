@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -148,22 +150,78 @@ def test_bad_emails(email):
     assert pre.check_email(email) is not None
 
 
+@pytest.mark.parametrize("name", ["!!!", "--", "\U0001f39f\ufe0f"])
+def test_project_name_needs_a_letter_or_digit(name):
+    error = pre.check_project_name(name)
+    assert error and error.startswith("project_name "), error
+    suggestion = re.search(r"\(try: (.+)\)$", error).group(1)
+    assert pre.check_project_name(suggestion) is None
+
+
+@pytest.mark.parametrize("name", ["Café Hooks", "東京 Hooks", "2024 Hooks", "O'Brien"])
+def test_project_names_with_a_letter_or_digit_are_fine(name):
+    assert pre.check_project_name(name) is None
+
+
+def test_choices_are_those_of_cookiecutter_json(template_dir):
+    options = json.loads(
+        (template_dir / "cookiecutter.json").read_text(encoding="utf-8")
+    )
+    assert pre.CHOICES == {key: tuple(options[key]) for key in pre.CHOICES}
+    assert set(post.DEPLOY_TARGETS) == set(options["deploy_target"])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "ok"),
+    [
+        ("deploy_target", "all", True),
+        ("deploy_target", "kubernetes", False),
+        ("deploy_target", "Docker", False),
+        ("python_version", "3.13", True),
+        ("python_version", "3.10", False),
+        ("python_version", 3.12, False),
+    ],
+)
+def test_check_choice(key, value, ok):
+    error = pre.check_choice(key, value)
+    assert (error is None) is ok, error
+    if not ok:
+        suggestion = re.search(r"\(try: (.+)\)$", error).group(1)
+        assert pre.check_choice(key, suggestion) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(True, True), (False, True), ("yes", True), ("No", True), ("off", True)]
+    + [("maybe", False), ("", False), (2, False), (None, False)],
+)
+def test_check_bool(value, ok):
+    assert (pre.check_bool("github_actions", value) is None) is ok
+
+
 def test_free_text_must_be_one_nonempty_line():
     assert pre.check_text("project_name", 'O\'Brien "Tickets" Receiver') is None
     assert pre.check_text("project_name", "  ") is not None
     assert pre.check_text("description", "two\nlines") is not None
 
 
+# A full set of good answers, as the hooks receive them.
+GOOD_ANSWERS = {
+    "project_name": "TW Webhook Receiver",
+    "project_slug": "tw-webhook-receiver",
+    "package_name": "tw_webhook_receiver",
+    "description": "Receives webhooks.",
+    "author_name": "Your Name",
+    "author_email": "you@example.com",
+    "webhook_path": "/webhooks/tw",
+    "python_version": "3.12",
+    "deploy_target": "docker",
+    "github_actions": True,
+}
+
+
 def test_validate_reports_the_first_problem_only():
-    answers = {
-        "project_name": "TW Webhook Receiver",
-        "project_slug": "tw-webhook-receiver",
-        "package_name": "tw_webhook_receiver",
-        "description": "Receives webhooks.",
-        "author_name": "Your Name",
-        "author_email": "you@example.com",
-        "webhook_path": "/webhooks/tw",
-    }
+    answers = GOOD_ANSWERS
     assert pre.validate(answers) is None
     bad = {**answers, "project_slug": "Bad Slug", "webhook_path": "/healthz"}
     assert "project_slug" in pre.validate(bad)
@@ -250,6 +308,22 @@ def test_write_env_file(tmp_path):
     assert env_path.read_text(encoding="utf-8") == text
 
 
+def test_cruft_rerender_is_told_from_a_generation(tmp_path):
+    throwaway = Path(tempfile.mkdtemp())  # where cruft update and diff render
+    try:
+        project = throwaway / "tw-webhook-receiver"
+        project.mkdir()
+        assert post.is_cruft_rerender(project, "0123abc")
+        assert not post.is_cruft_rerender(project, "")  # cookiecutter sets no _commit
+        (throwaway / "other").mkdir()
+        assert not post.is_cruft_rerender(project, "0123abc")
+    finally:
+        shutil.rmtree(throwaway)
+    # cruft create and cookiecutter render where the user asked
+    (tmp_path / "tw-webhook-receiver").mkdir()
+    assert not post.is_cruft_rerender(tmp_path / "tw-webhook-receiver", "0123abc")
+
+
 def test_secrets_are_fresh():
     assert len({post.new_webhook_secret() for _ in range(20)}) == 20
 
@@ -278,6 +352,10 @@ def test_make_scripts_executable(tmp_path):
         "webhook_path=/healthz",
         "webhook_path=webhooks/tw",
         "author_email=nobody",
+        # Each derives an empty directory name unless the template guards against it;
+        # cookiecutter would then stop on "directory already exists" before any hook.
+        "project_name=",
+        "project_name=!!!",
     ],
 )
 def test_bad_answers_fail_with_one_error_line_and_create_nothing(tmp_path, answer):
@@ -289,18 +367,104 @@ def test_bad_answers_fail_with_one_error_line_and_create_nothing(tmp_path, answe
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_injection_through_a_name_fails_and_runs_nothing(tmp_path):
+def test_a_bad_choice_in_a_replay_file_fails_with_one_error_line(tmp_path):
+    """A replay file (like a user config or an edited .cruft.json) skips cookiecutter's
+    own check of choices: the hook is what stops it, before any file is written."""
+    answers = {
+        **GOOD_ANSWERS,
+        "deploy_target": "kubernetes",
+        "_copy_without_render": [".github/workflows/*"],
+    }
+    replay = tmp_path / "replay.json"
+    replay.write_text(json.dumps({"cookiecutter": answers}), encoding="utf-8")
+    result = run_cookiecutter_cli(tmp_path, f"--replay-file={replay}", no_input=False)
+    assert result.returncode != 0
+    error_lines = [ln for ln in result.stderr.splitlines() if ln.startswith("ERROR: ")]
+    assert error_lines == [
+        (
+            "ERROR: deploy_target 'kubernetes' is not one of docker, systemd, procfile, "
+            "all, none (try: docker)"
+        )
+    ], result.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "choices"),
+    [
+        (
+            "deploy_target=kubernetes",
+            "['docker', 'systemd', 'procfile', 'all', 'none']",
+        ),
+        ("python_version=3.10", "['3.12', '3.13', '3.11']"),
+    ],
+)
+def test_a_bad_choice_on_the_command_line_ends_with_the_choices(
+    tmp_path, answer, choices
+):
+    """What the template README says of cookiecutter's own check, which runs before any
+    hook: a traceback whose last line names the value and the choices."""
+    result = run_cookiecutter_cli(tmp_path, answer)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"ValueError: {answer.split('=')[1]} provided for choice")
+    assert last.endswith(f"the choices are {choices}."), last
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("Café Hooks", "cafe-hooks"),
+        ("Siobhán's Straße Tickets", "siobhans-strasse-tickets"),
+    ],
+)
+def test_non_ascii_names_are_transliterated(tmp_path, name, slug):
+    result = run_cookiecutter_cli(tmp_path, f"project_name={name}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    project = tmp_path / "out" / slug
+    assert (project / "src" / slug.replace("-", "_") / "app.py").is_file()
+    answers = json.loads((project / ".cookiecutter.json").read_text(encoding="utf-8"))
+    assert answers["project_name"] == name
+
+
+def test_python_version_is_the_project_python_and_the_readme_says_so(
+    tmp_path, template_dir
+):
+    """`.python-version` is read by pyenv and uv for the local venv too, not by Docker and
+    CI alone: the option's row in the README must say so."""
+    result = run_cookiecutter_cli(tmp_path, "python_version=3.13")
+    assert result.returncode == 0, result.stderr
+    project = tmp_path / "out" / "tw-webhook-receiver"
+    assert (project / ".python-version").read_text(encoding="utf-8").strip() == "3.13"
+    readme = (template_dir / "README.md").read_text(encoding="utf-8")
+    [row] = [
+        line for line in readme.splitlines() if line.startswith("| `python_version`")
+    ]
+    assert "`.python-version`" in row and "pyenv" in row, row
+
+
+def test_injection_through_a_name_runs_nothing(tmp_path):
+    """The payload reaches both hooks' source as an answer; it is only text there (and the
+    slug derived from it is cleaned), so the project is made and the payload never runs."""
     marker = tmp_path / "PWNED"
     payloads = [
         f"""x'''); open({str(marker)!r}, "w"); ('''""",
         f'''x"""); open({str(marker)!r}, "w"); ("""''',
         f"x\\'); open({str(marker)!r}, 'w'); (\\'",
     ]
-    for payload in payloads:
-        result = run_cookiecutter_cli(tmp_path, f"project_name={payload}")
-        assert result.returncode != 0, payload
+    for number, payload in enumerate(payloads):
+        run_dir = tmp_path / f"run{number}"
+        run_dir.mkdir()
+        named = run_cookiecutter_cli(run_dir, f"project_name={payload}")
+        assert named.returncode == 0, named.stdout + named.stderr
+        [project] = (run_dir / "out").iterdir()
+        assert (project / ".env").is_file()  # both hooks ran
+        answers = json.loads(
+            (project / ".cookiecutter.json").read_text(encoding="utf-8")
+        )
+        assert answers["project_name"] == payload
         assert not marker.exists(), payload
-        assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_quotes_and_apostrophes_in_names_still_bake(tmp_path):

@@ -41,9 +41,10 @@ control_socket_disable = not control_socket
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 # Metrics (see metrics.py): every worker process writes its counts to files in this
-# directory, and GET /metrics sums them. It must be set before the app is imported, which
-# is why it is done here. A directory you set is emptied at start, so counts begin at zero;
-# without one, a private temporary directory is made and removed on exit.
+# directory, and the metrics port (`when_ready` below) sums them. It must be set before the
+# app is imported, which is why it is done here. A directory you set is emptied at start,
+# so counts begin at zero; without one, a private temporary directory is made and removed
+# on exit.
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _metrics_dir:
     os.makedirs(_metrics_dir, exist_ok=True)
@@ -53,6 +54,26 @@ if _metrics_dir:
 else:
     _metrics_dir = tempfile.mkdtemp(prefix="tw-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def when_ready(server):
+    """Serve the receiver's metrics from this master process, once, on a private port
+    (TW_METRICS_PORT, default 9180, 0 for off; TW_METRICS_ADDR), never on the public one.
+
+    A port already taken is logged, not fatal: webhooks matter more than their metrics,
+    and Prometheus reports the missing target.
+    """
+    from {{ cookiecutter.package_name }}.config import settings_from_env
+    from {{ cookiecutter.package_name }}.metrics import serve_receiver_metrics
+
+    settings = settings_from_env()
+    try:
+        serve_receiver_metrics(settings)
+    except OSError as exc:
+        server.log.error(
+            "metrics: cannot serve on %s:%d (%s); set TW_METRICS_PORT to a free port, or 0",
+            settings.metrics_addr, settings.metrics_port, exc,
+        )  # fmt: skip
 
 
 def child_exit(server, worker):

@@ -33,6 +33,9 @@ def project_env(redis_url: str, **extra: str) -> dict[str, str]:
         REDIS_URL=redis_url,
         TW_WEBHOOK_SECRETS=TEST_SECRET,
         TW_RETRY_BASE_SECONDS="1",
+        # The receiver's metrics port is off unless a test asks for one (a free port).
+        TW_METRICS_PORT="0",
+        TW_METRICS_ADDR="127.0.0.1",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

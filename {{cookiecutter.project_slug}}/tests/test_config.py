@@ -17,6 +17,7 @@ from {{ cookiecutter.package_name }}.worker import build_worker
         ("REDIS_URL", "localhost:6379", "REDIS_URL must start with redis://"),
         ("TW_LOG_LEVEL", "verbose", "TW_LOG_LEVEL must be DEBUG, INFO, WARNING"),
         ("TW_WORKER_METRICS_PORT", "99999", "TW_WORKER_METRICS_PORT must be at most 65535"),
+        ("TW_METRICS_PORT", "-1", "TW_METRICS_PORT must be at least 0"),
         ("TW_SIGNATURE_TOLERANCE_SECONDS", "abc", "TW_SIGNATURE_TOLERANCE_SECONDS must be a whole"),
         ("TW_WEBHOOK_PATH", "webhooks", "TW_WEBHOOK_PATH must start with '/'"),
     ],

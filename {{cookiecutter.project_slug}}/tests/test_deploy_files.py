@@ -10,12 +10,14 @@ serve. Tests for a deploy target not chosen when the project was generated are s
 import configparser
 import fnmatch
 import json
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tomllib
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ import yaml
 from processes import PROJECT_ROOT, project_env, running, stop, wait_for, wait_until_up
 from recording_handlers import runs
 
+from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
 
@@ -90,6 +93,35 @@ def dockerfile_exec_form(keyword: str) -> list[str]:
     if keyword == "HEALTHCHECK":
         args = args[args.index("CMD ") + 4 :]
     return json.loads(args)  # exec form: a JSON array, no shell in between
+
+
+def dockerfile_env() -> dict[str, str]:
+    return dict(
+        pair.split("=", 1)
+        for kw, rest in dockerfile_instructions()
+        if kw == "ENV"
+        for pair in shlex.split(rest)
+    )
+
+
+def dockerfile_run_examples() -> dict[str, list[str]]:
+    """The `docker run` lines of the Dockerfile's opening comment, by the command they run."""
+    examples = {}
+    for line in DOCKERFILE.read_text().splitlines():
+        if line.startswith("#") and "docker run " in line:
+            argv = shlex.split(line.lstrip("# "))
+            examples["worker" if argv[-1] == "worker" else "web"] = argv
+    return examples
+
+
+def unit_environment(path: Path) -> dict[str, str]:
+    """Every `Environment=` assignment of a unit (configparser keeps only the last line)."""
+    return dict(
+        pair.split("=", 1)
+        for line in path.read_text().splitlines()
+        if line.startswith("Environment=")
+        for pair in shlex.split(line.removeprefix("Environment="))
+    )
 
 
 def compose() -> dict:
@@ -207,7 +239,58 @@ def test_compose_runs_redis_with_persistence_and_the_two_commands():
         assert service["build"] == "."
         assert service["environment"]["REDIS_URL"].startswith("redis://redis:")
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
-        assert (PROJECT_ROOT / service["env_file"]).is_file()
+
+
+@needs(COMPOSE)
+def test_compose_takes_the_secret_from_its_environment_not_from_the_local_env_file():
+    """`.env` is for local runs: compose must not hand it to the containers. The secret is
+    interpolated from the environment compose runs in (which reads `.env` on a developer's
+    machine by itself), and compose refuses to start when it is unset."""
+    services = compose()["services"]
+    assert all("env_file" not in service for service in services.values())
+    secret = services["web"]["environment"]["TW_WEBHOOK_SECRETS"]
+    assert secret.startswith("${TW_WEBHOOK_SECRETS:?") and secret.endswith("}"), secret
+    assert "TW_WEBHOOK_SECRETS" not in services["worker"]["environment"]  # needs none
+
+
+@needs(DOCKERFILE)
+def test_dockerfile_worker_example_drops_the_web_health_check():
+    examples = dockerfile_run_examples()
+    assert set(examples) == {"web", "worker"}
+    assert "--no-healthcheck" not in examples["web"]
+    assert "--no-healthcheck" in examples["worker"]
+    if COMPOSE.exists():  # compose gives the worker a check of its own instead
+        assert compose()["services"]["worker"]["healthcheck"]["test"][0] == "CMD"
+
+
+@needs(DOCKERFILE)
+def test_dockerfile_gives_handlers_one_writable_state_dir():
+    state_dir = dockerfile_env()["TW_STATE_DIR"]
+    assert state_dir.startswith("/var/lib/")
+    user = [rest for kw, rest in dockerfile_instructions() if kw == "USER"][-1]
+    assert any(
+        kw == "RUN" and re.search(rf"install -d .*-o {user} .*\$TW_STATE_DIR", rest)
+        for kw, rest in dockerfile_instructions()
+    )
+    [example_volume] = [
+        arg.split(":")[1]
+        for flag, arg in pairwise(dockerfile_run_examples()["worker"])
+        if flag == "-v"
+    ]
+    assert example_volume == state_dir
+    if COMPOSE.exists():
+        config = compose()
+        mounts = [v.split(":") for v in config["services"]["worker"]["volumes"]]
+        assert [target for _, target in mounts] == [state_dir]
+        assert all(source in config["volumes"] for source, _ in mounts)
+
+
+@needs(COMPOSE)
+def test_compose_publishes_the_webhooks_but_not_the_metrics():
+    web = compose()["services"]["web"]
+    metrics_port = str(Settings.metrics_port)
+    assert web["expose"] == [metrics_port]
+    assert not any(metrics_port in str(mapping) for mapping in web["ports"])
 
 
 @needs(COMPOSE)
@@ -257,6 +340,17 @@ def test_systemd_web_unit_waits_for_gunicorn_to_be_ready():
     assert service["Type"] == "notify"  # gunicorn tells systemd when it serves
     gunicorn_arbiter = Path(__import__("gunicorn.arbiter").arbiter.__file__).read_text()
     assert 'sd_notify("READY=1' in gunicorn_arbiter
+
+
+@needs(SYSTEMD)
+def test_systemd_worker_gives_handlers_one_writable_state_dir():
+    """ProtectSystem=strict makes the file system read-only; StateDirectory= is the one
+    place systemd makes (and owns by the service user), and TW_STATE_DIR names it."""
+    service = unit(WORKER_UNIT)["Service"]
+    assert service["ProtectSystem"] == "strict"
+    assert service["StateDirectory"] == SLUG
+    assert unit_environment(WORKER_UNIT)["TW_STATE_DIR"] == f"%S/{SLUG}"
+    assert unit_environment(WORKER_UNIT)["TW_WORKER_METRICS_PORT"] == "9200"
 
 
 @needs(SYSTEMD)

@@ -1,4 +1,4 @@
-"""Metrics and logs: what /metrics and the worker's port count, and what is logged.
+"""Metrics and logs: what the receiver's and the worker's metrics count, and what is logged.
 
 The counters live for the whole test process, so every test compares a scrape taken
 before with one taken after.
@@ -6,22 +6,34 @@ before with one taken after.
 
 import json
 import logging
+import socket
+import time
+import urllib.error
 import urllib.request
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 import redis
 from processes import cli, gunicorn, project_env
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from rq.utils import now, utcformat
 
 from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
-from {{ cookiecutter.package_name }}.metrics import serve_worker_metrics
+from {{ cookiecutter.package_name }}.metrics import (
+    receiver_registry,
+    serve_receiver_metrics,
+    serve_worker_metrics,
+)
 from {{ cookiecutter.package_name }}.registry import registry
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, signed_headers
+from {{ cookiecutter.package_name }}.worker import build_worker
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 SAMPLES = "samples/events"
@@ -42,10 +54,16 @@ def parse(text: str) -> dict[tuple, float]:
 
 
 def scrape(client) -> dict[tuple, float]:
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    assert response.content_type.startswith("text/plain")
-    return parse(response.get_data(as_text=True))
+    """What the metrics port of the receiver behind `client` would answer."""
+    app = client.application
+    queues = app.extensions["tw_intake"].queues
+    lost_after = app.extensions["tw_settings"].worker_lost_after_seconds
+    return parse(generate_latest(receiver_registry(queues, lost_after)).decode())
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
 
 
 def delta(before: dict, after: dict, name: str, **labels: str) -> float:
@@ -77,6 +95,9 @@ def test_each_outcome_is_counted_once(client, make_event, signed_post):
     assert delta(before, after, "tw_webhooks_enqueued_total", queue="orders") == 1
     assert delta(before, after, "tw_webhooks_enqueued_total", queue="prices") == 1
     assert delta(before, after, "tw_webhooks_duplicate_total") == 1
+    assert delta(before, after, "tw_webhook_request_duration_seconds_count") == 6
+    assert delta(before, after, "tw_webhook_request_duration_seconds_bucket", le="+Inf") == 6
+    assert delta(before, after, "tw_webhook_request_duration_seconds_sum") > 0
     rejected = {
         code: delta(before, after, "tw_webhooks_rejected_total", code=code)
         for code in ("signature_mismatch", "invalid_json", "payload_too_large")
@@ -84,12 +105,19 @@ def test_each_outcome_is_counted_once(client, make_event, signed_post):
     assert rejected == {"signature_mismatch": 1, "invalid_json": 1, "payload_too_large": 1}
 
 
-def test_health_checks_and_scrapes_are_not_deliveries(client):
+def test_health_checks_are_not_deliveries(client):
     before = scrape(client)
     client.get("/healthz")
     client.get("/readyz")
     after = scrape(client)
     assert delta(before, after, "tw_webhooks_received_total") == 0
+    assert delta(before, after, "tw_webhook_request_duration_seconds_count") == 0
+
+
+def test_the_public_port_serves_no_metrics(client):
+    response = client.get("/metrics")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["code"] == "not_found"
 
 
 def test_storage_errors_are_counted_apart_from_rejections(settings, redis_conn, make_event):
@@ -128,6 +156,53 @@ def test_queue_depth_retries_and_failed_come_from_redis(
     assert done[("tw_queue_depth", (("queue", "prices"),))] == 0
     assert done[("tw_queue_failed", (("queue", "orders"),))] == 2
     assert done[("tw_queue_retries_waiting", (("queue", "orders"),))] == 0
+
+
+def test_oldest_waiting_event_age_and_live_workers(
+    client, make_event, signed_post, redis_conn, settings
+):
+    orders, prices = (("queue", "orders"),), (("queue", "prices"),)
+    empty = scrape(client)
+    assert empty[("tw_queue_oldest_job_age_seconds", orders)] == 0
+    assert empty[("tw_workers_alive", orders)] == 0
+    signed_post(client, make_event("order.created"))
+    time.sleep(1.1)
+    signed_post(client, make_event("order.created"))
+    waiting = scrape(client)
+    # The first event's wait, not the second's.
+    assert 1.1 <= waiting[("tw_queue_oldest_job_age_seconds", orders)] < 10
+    assert waiting[("tw_queue_oldest_job_age_seconds", prices)] == 0
+
+    worker = build_worker(settings, ["orders"], connection=redis_conn)
+    worker.register_birth()
+    try:
+        alive = scrape(client)
+        assert alive[("tw_workers_alive", orders)] == 1
+        assert alive[("tw_workers_alive", prices)] == 0
+        # A worker killed outright stays registered, but its heartbeat grows old.
+        silent = now() - timedelta(seconds=settings.worker_lost_after_seconds + 1)
+        redis_conn.hset(worker.key, "last_heartbeat", utcformat(silent))
+        assert scrape(client)[("tw_workers_alive", orders)] == 0
+    finally:
+        worker.register_death()
+
+
+# --- the metrics port ------------------------------------------------------------------
+
+
+def test_metrics_port_serves_the_receiver_metrics(client, signed_post, settings, make_event):
+    assert signed_post(client, make_event("price.updated")).status_code == 202
+    port = free_port()
+    server = serve_receiver_metrics(replace(settings, metrics_port=port, metrics_addr="127.0.0.1"))
+    try:
+        samples = parse(fetch(f"http://127.0.0.1:{port}/metrics"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert samples[("tw_redis_up", ())] == 1
+    assert samples[("tw_queue_depth", (("queue", "prices"),))] == 1
+    assert samples[("tw_webhooks_received_total", ())] >= 1
+    assert serve_receiver_metrics(replace(settings, metrics_port=0)) is None
 
 
 # --- handlers (the worker's side) ------------------------------------------------------
@@ -218,7 +293,6 @@ def test_one_structured_line_per_delivery(client, make_event, signed_post, caplo
 def test_health_checks_log_at_debug_only(client, caplog):
     caplog.set_level(logging.INFO)
     client.get("/healthz")
-    client.get("/metrics")
     assert app_records(caplog, "app") == []
 
 
@@ -281,26 +355,28 @@ def test_no_log_line_ever_holds_a_secret(redis_url, redis_conn, make_event, capl
 
 
 def test_gunicorn_workers_sum_their_counts_and_log_json(redis_url, tmp_path):
-    """Scrapes hit either of two gunicorn workers; each must see the total of both."""
-    env = project_env(redis_url, TW_LOG_FORMAT="json")
+    """Two gunicorn workers count; the master's metrics port serves the sum of both."""
+    port = free_port()
+    env = project_env(redis_url, TW_LOG_FORMAT="json", TW_METRICS_PORT=str(port))
     log = tmp_path / "web.log"
     with gunicorn(env, log, workers=2) as base:
         url = base + "{{ cookiecutter.webhook_path }}"
         sent = cli("replay", "--url", url, "--fresh-ids", "--copies", "3", "--concurrency", "6",
                    "-q", SAMPLES, env=env)  # fmt: skip
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        totals = set()
-        for _ in range(12):
-            with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
-                samples = parse(response.read().decode())
-            totals.add(
-                (
-                    samples[("tw_webhooks_received_total", ())],
-                    samples[("tw_webhooks_duplicate_total", ())],
-                    sum(v for (n, _), v in samples.items() if n == "tw_webhooks_enqueued_total"),
-                )
-            )
-    assert totals == {(24.0, 16.0, 8.0)}
+        samples = parse(fetch(f"http://127.0.0.1:{port}/metrics"))
+        with pytest.raises(urllib.error.HTTPError) as public:
+            fetch(base + "/metrics")
+        assert public.value.code == 404
+        assert json.load(public.value)["error"]["code"] == "not_found"
+    totals = (
+        samples[("tw_webhooks_received_total", ())],
+        samples[("tw_webhooks_duplicate_total", ())],
+        sum(v for (n, _), v in samples.items() if n == "tw_webhooks_enqueued_total"),
+        samples[("tw_webhook_request_duration_seconds_count", ())],
+    )
+    assert totals == (24.0, 16.0, 8.0, 24.0)
+    assert samples[("tw_queue_depth", (("queue", "orders"),))] > 0
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     deliveries = [line for line in lines if line.get("eventId")]
     assert len(deliveries) == 24
@@ -331,3 +407,22 @@ def test_request_lines_reach_the_log_at_info(redis_url, tmp_path):
             request_id = response.headers["X-Request-Id"]
     line = next(line for line in log.read_text().splitlines() if request_id in line)
     assert "INFO" in line and "accepted order.created evt_logged_1" in line
+
+
+def test_a_taken_metrics_port_is_logged_and_webhooks_are_still_served(redis_url, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = project_env(redis_url, TW_METRICS_PORT=str(port))
+        log = tmp_path / "web.log"
+        with gunicorn(env, log, workers=1) as base:
+            body = (
+                b'{"id": "evt_metrics_port_1", "type": "order.created", "created": 1, "data": {}}'
+            )
+            request = urllib.request.Request(
+                base + "{{ cookiecutter.webhook_path }}", data=body, headers=signed_headers(body)
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:
+                assert response.status == 202
+    assert f"metrics: cannot serve on 127.0.0.1:{port}" in log.read_text()

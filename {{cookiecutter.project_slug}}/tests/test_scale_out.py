@@ -77,10 +77,12 @@ def test_two_receivers_and_three_workers_handle_each_event_once(redis_url, redis
         TW_WORKER_METRICS_PORT=str(metrics_port),
     )
     with contextlib.ExitStack() as stack:
-        receivers = [
-            stack.enter_context(gunicorn(env, tmp_path / f"web-{name}.log", workers=2))
-            for name in ("a", "b")
-        ]
+        receivers = {}  # base URL -> its metrics URL (gunicorn's master, a port of its own)
+        for name in ("a", "b"):
+            port = free_port()
+            web_env = {**env, "TW_METRICS_PORT": str(port)}
+            base = stack.enter_context(gunicorn(web_env, tmp_path / f"web-{name}.log", workers=2))
+            receivers[base] = f"http://127.0.0.1:{port}/metrics"
         for number in range(WORKERS):
             stack.enter_context(worker(env, tmp_path / f"worker-{number}.log"))
         # Every event twice to each receiver, both receivers at the same time.
@@ -94,9 +96,10 @@ def test_two_receivers_and_three_workers_handle_each_event_once(redis_url, redis
         assert runs(redis_conn) == expected
 
         # The receivers' metrics add up across hosts: each event enqueued once in all.
-        received = [totals(base + "/metrics", "tw_webhooks_received_total") for base in receivers]
-        enqueued = sum(totals(b + "/metrics", "tw_webhooks_enqueued_total") for b in receivers)
-        duplicates = sum(totals(b + "/metrics", "tw_webhooks_duplicate_total") for b in receivers)
+        scrapes = receivers.values()
+        received = [totals(url, "tw_webhooks_received_total") for url in scrapes]
+        enqueued = sum(totals(url, "tw_webhooks_enqueued_total") for url in scrapes)
+        duplicates = sum(totals(url, "tw_webhooks_duplicate_total") for url in scrapes)
         assert received == [2 * len(events), 2 * len(events)]
         assert (enqueued, duplicates) == (len(events), 3 * len(events))
         # Each worker serves its own handler metrics; together they saw every run.

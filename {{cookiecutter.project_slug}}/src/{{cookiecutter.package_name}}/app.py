@@ -5,7 +5,9 @@ over the raw bytes, then the envelope, then `Intake.submit`. Every answer other 
 success is `{"error": {"code", "message", "requestId"}}` with a stable code per cause, and
 the request id is echoed in the `X-Request-Id` header so partner and sender can talk about
 one delivery. Bad input is always a 4xx; a 5xx means "retry later" and is sent only when
-the event could not be stored, so the sender's retries never cost an event.
+the event could not be stored, so the sender's retries never cost an event. A 429 means
+the same for a queue already holding `TW_MAX_QUEUE_DEPTH` events nobody has taken yet:
+the sender backs off instead of filling Redis.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ from werkzeug.exceptions import HTTPException
 from . import capture, events, logs, metrics, signature
 from .config import Settings, settings_from_env
 from .connection import connect
-from .intake import Intake
+from .intake import Intake, QueueFull
 
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-Id"
 RETRY_AFTER_SECONDS = 5
+# A full queue drains at the workers' pace, not in a few seconds: ask for a longer pause.
+QUEUE_FULL_RETRY_AFTER_SECONDS = 30
+RETRY_AFTER = {429: QUEUE_FULL_RETRY_AFTER_SECONDS, 503: RETRY_AFTER_SECONDS}
 
 # Stable codes for the errors Werkzeug raises before our view runs.
 HTTP_ERROR_CODES = {
@@ -55,17 +60,19 @@ def error_response(status: int, code: str, message: str) -> Response:
 
 
 def log_request(status: int, is_delivery: bool) -> None:
-    """Count a delivery to the webhook route, and write the request's one log line.
+    """Count and time a delivery to the webhook route, and write the request's one log line.
 
-    Deliveries are logged at INFO, other requests (health checks, scrapes) at DEBUG unless
-    they failed. Only the request id, the event's id and type, the outcome and the latency
+    Deliveries are logged at INFO, other requests (health checks) at DEBUG unless they
+    failed. Only the request id, the event's id and type, the outcome and the latency
     are logged: never a header, a body or a secret.
     """
     state = g._get_current_object()  # read once: every `g.x` goes through a proxy
     outcome = state.get("outcome", "ok")
     event = state.get("event")
+    elapsed = time.perf_counter() - state.started
     if is_delivery:
         metrics.RECEIVED.inc()
+        metrics.REQUEST_DURATION.observe(elapsed)
         if outcome == "accepted":
             metrics.ENQUEUED.labels(events.queue_for(event["type"])).inc()
         elif outcome == "duplicate":
@@ -77,7 +84,7 @@ def log_request(status: int, is_delivery: bool) -> None:
     level = logging.INFO if is_delivery or status >= 400 else logging.DEBUG
     if not log.isEnabledFor(level):
         return
-    latency_ms = round((time.perf_counter() - state.started) * 1000, 2)
+    latency_ms = round(elapsed * 1000, 2)
     method, path = request.method, request.path
     if not path.isprintable():
         path = repr(path)
@@ -116,6 +123,13 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     if connection is None:
         connection = connect(settings)
     intake = Intake(connection, settings)
+    # Per secret, by position: its fingerprint and its counter, built once (labels() per
+    # request would cost a dictionary lookup under a lock).
+    fingerprints = [signature.fingerprint(secret) for secret in secrets]
+    verified_counters = [
+        metrics.VERIFIED.labels(str(position), fingerprint)
+        for position, fingerprint in enumerate(fingerprints, 1)
+    ]
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -136,12 +150,13 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     def receive_webhook() -> Response:
         body = request.get_data(cache=False)
         try:
-            signature.verify(
+            matched = signature.check(
                 request.headers.get(signature.HEADER),
                 body,
                 secrets,
                 tolerance=settings.tolerance_seconds,
-            )
+            ).secret_index
+            verified_counters[matched].inc()
             envelope = events.parse(body)
             g.event = envelope
         except signature.SignatureError as exc:
@@ -152,7 +167,9 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         if settings.capture_max_events:
             archive = capture.entry(envelope, body, request.headers.items(), g.request_id)
         try:
-            added = intake.submit(envelope, body, archive)
+            added = intake.submit(envelope, body, archive, fingerprints[matched])
+        except QueueFull as exc:
+            raise ApiError(429, "queue_full", f"Not stored: {exc}; retry later.") from None
         except redis.RedisError as exc:
             log.error("event %s not stored, Redis failed: %s", envelope["id"], exc)
             raise ApiError(
@@ -171,11 +188,6 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     def healthz() -> Response:
         return _json({"status": "ok"}, 200)
 
-    @app.get("/metrics")
-    def metrics_endpoint() -> Response:
-        output, content_type = metrics.render(intake.queues)
-        return Response(output, 200, content_type=content_type)
-
     @app.get("/readyz")
     def readyz() -> Response:
         try:
@@ -188,8 +200,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     def api_error(exc: ApiError) -> Response:
         g.outcome = exc.code
         response = error_response(exc.status, exc.code, exc.message)
-        if exc.status == 503:
-            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        if exc.status in RETRY_AFTER:
+            response.headers["Retry-After"] = str(RETRY_AFTER[exc.status])
         return response
 
     @app.errorhandler(HTTPException)

@@ -14,9 +14,11 @@ headers minus anything secret: the signature, credentials and cookies are never 
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -99,15 +101,22 @@ def read(
     since: float | None = None,
     event_type: str | None = None,
     newest_first: bool = False,
+    until: float | None = None,
 ) -> Iterator[Captured]:
-    """Archived deliveries in receipt order (or newest first), read in batches."""
+    """Archived deliveries in receipt order (or newest first), read in batches.
+
+    `since` and `until` (unix seconds) keep those received at or after `since` and before
+    `until`, read as a range of the stream (whose entry ids are Redis' receipt times).
+    """
     low = f"{int(since * 1000)}-0" if since else "-"
-    cursor = "+" if newest_first else low
+    # "(" makes the end exclusive: entries strictly before `until`.
+    high = f"({math.ceil(until * 1000)}-0" if until is not None else "+"
+    cursor = high if newest_first else low
     while True:
         if newest_first:
             batch = connection.xrevrange(STREAM_KEY, cursor, low, count=READ_BATCH)
         else:
-            batch = connection.xrange(STREAM_KEY, cursor, "+", count=READ_BATCH)
+            batch = connection.xrange(STREAM_KEY, cursor, high, count=READ_BATCH)
         for entry_id, fields in batch:
             captured = Captured.from_entry(entry_id, fields)
             if event_type is None or type_matches(event_type, captured.type):
@@ -142,20 +151,21 @@ def export(
     since: float | None = None,
     event_type: str | None = None,
     limit: int | None = None,
+    until: float | None = None,
+    keep: Callable[[Captured], bool] | None = None,
 ) -> int:
     """Write archived events to `out` as JSON Lines (oldest first), which `replay` reads.
 
-    `limit` keeps the newest `limit` matching events. Returns the number written.
+    `limit` keeps the newest `limit` matching events; `keep`, when given, is a further test
+    each entry must pass. Returns the number written.
     """
+    entries = read(connection, since, event_type, newest_first=limit is not None, until=until)
+    if keep is not None:
+        entries = filter(keep, entries)
     if limit is not None:
-        newest: list[Captured] = []
-        for captured in read(connection, since, event_type, newest_first=True):
-            if len(newest) >= limit:
-                break
-            newest.append(captured)
-        selected: Iterable[Captured] = reversed(newest)
+        selected: Iterable[Captured] = reversed(list(itertools.islice(entries, limit)))
     else:
-        selected = read(connection, since, event_type)
+        selected = entries
     written = 0
     for captured in selected:
         out.write(jsonl_line(captured.body) + b"\n")

@@ -22,6 +22,8 @@ from .connection import connect
 from .events import QUEUES, check_type_pattern
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+# `failed retry` draws a progress bar (on a terminal) from this many events up.
+PROGRESS_FROM = 100
 
 
 def cmd_sign(args: argparse.Namespace, settings: Settings) -> int:
@@ -114,6 +116,8 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"attempts:      {info.attempts}")
         print(f"retries left:  {info.retries_left if info.retries_left is not None else 0}")
         print(f"handlers done: {', '.join(info.handlers_done) or '-'}")
+        if info.handlers_failed:
+            print(f"failed last:   {', '.join(info.handlers_failed)}")
         if info.last_error:
             print("last error:\n  " + info.last_error.strip().replace("\n", "\n  "))
     if archived is not None:
@@ -130,13 +134,15 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_events_export(args: argparse.Namespace, settings: Settings) -> int:
     connection = connect(settings)
-    since = _parse_since(args.since) if args.since else None
+    event_filter = _event_filter(args)
     if args.output == "-":
-        count = capture.export(connection, sys.stdout.buffer, since, args.type, args.limit)
+        count = inspect_events.export_matching(
+            connection, sys.stdout.buffer, event_filter, args.limit
+        )
         sys.stdout.flush()
     else:
         with open(args.output, "wb") as out:
-            count = capture.export(connection, out, since, args.type, args.limit)
+            count = inspect_events.export_matching(connection, out, event_filter, args.limit)
     where = "standard output" if args.output == "-" else args.output
     print(f"exported {count} event(s) to {where}", file=sys.stderr)
     if not count and not capture.size(connection):
@@ -148,21 +154,26 @@ def cmd_events_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _parse_since(value: str) -> float:
-    """Unix seconds, or an ISO 8601 date/time (UTC unless it says otherwise)."""
-    if value.replace(".", "", 1).isdigit():
-        return float(value)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"--since wants unix seconds or an ISO date/time, got {value!r}") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+def _event_filter(args: argparse.Namespace) -> inspect_events.EventFilter:
+    return inspect_events.EventFilter(
+        event_type=args.type, handler=args.handler, since=args.since, until=args.until
+    )
+
+
+def _matching(event_filter: inspect_events.EventFilter) -> str:
+    return f" matching {event_filter.describe()}" if not event_filter.empty else ""
 
 
 def cmd_failed_list(args: argparse.Namespace, settings: Settings) -> int:
-    infos = inspect_events.list_events(connect(settings), "failed", args.limit)
+    connection = connect(settings)
+    event_filter = _event_filter(args)
+    if event_filter.empty:
+        infos = inspect_events.list_events(connection, "failed", args.limit)
+    else:
+        matching = inspect_events.failed_matching(connection, event_filter)
+        infos = sorted(matching, key=lambda info: info.last_activity, reverse=True)[: args.limit]
     if not infos:
-        print("no failed events")
+        print("no failed events" + _matching(event_filter))
         return 0
     print(_event_table(infos))
     return 0
@@ -170,10 +181,23 @@ def cmd_failed_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
     connection = connect(settings)
-    if args.all == bool(args.ids):
-        print("error: give event ids or --all (not both)", file=sys.stderr)
+    event_filter = _event_filter(args)
+    by_filter = args.all or not event_filter.empty
+    if by_filter == bool(args.ids):
+        print("error: give event ids, or --all or filters (not both)", file=sys.stderr)
         return 2
-    ids = inspect_events.failed_ids(connection) if args.all else args.ids
+    if by_filter:
+        ids = [info.id for info in inspect_events.failed_matching(connection, event_filter)]
+        if not ids:
+            print("no failed events" + _matching(event_filter))
+            return 0
+    else:
+        ids = args.ids
+    if args.dry_run:
+        print(f"would requeue {len(ids)} event(s):")
+        print("\n".join(ids))
+        return 0
+    progress = replay.Progress(len(ids), sys.stderr) if len(ids) >= PROGRESS_FROM else None
     status = 0
     for event_id in ids:
         try:
@@ -181,11 +205,40 @@ def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
         except inspect_events.NotFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
-            continue
-        print(f"requeued {event_id} on {job.origin}")
-    if args.all and not ids:
-        print("no failed events")
+        else:
+            print(f"requeued {event_id} on {job.origin}")
+        if progress is not None:
+            progress.update()
     return status
+
+
+def _ago(moment: datetime, now: datetime) -> str:
+    seconds = max(int((now - moment).total_seconds()), 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
+    uses = inspect_events.secret_usage(connect(settings), settings.require_secrets())
+    now = datetime.now(UTC)
+    rows = [("secret", "fingerprint", "last verified a delivery")]
+    for use in uses:
+        position = str(use.position) if use.position else "not here"
+        when = "never" if use.last_verified is None else (
+            f"{_when(use.last_verified)} ({_ago(use.last_verified, now)})"
+        )  # fmt: skip
+        rows.append((position, use.fingerprint, when))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for row in rows:
+        print("  ".join([*map(str.ljust, row[:2], widths), row[2]]))
+    if any(use.position is None for use in uses):
+        print(
+            "\n'not here': a secret this receiver does not have verified deliveries on "
+            "another receiver sharing this Redis."
+        )
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -263,6 +316,32 @@ def _type_pattern(value: str) -> str:
     return value
 
 
+def _moment(value: str) -> float:
+    """An argparse type: a point in time (see `inspect_events.parse_moment`)."""
+    try:
+        return inspect_events.parse_moment(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_filter_options(parser: argparse.ArgumentParser) -> None:
+    """--type, --handler, --since and --until, read by `_event_filter`."""
+    parser.add_argument(
+        "--type", type=_type_pattern, help="only this type: order.created, order.* or *"
+    )
+    parser.add_argument(
+        "--handler", metavar="NAME",
+        help="only events this handler failed on in their latest run "
+        "(its full name or the end of it: reserve_seats, orders.reserve_seats)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--since", type=_moment, metavar="WHEN",
+        help="received at or after WHEN: unix seconds, an ISO date/time (UTC unless it "
+        "says otherwise) or a time ago (90s, 15m, 2h, 3d)",
+    )  # fmt: skip
+    parser.add_argument("--until", type=_moment, metavar="WHEN", help="received before WHEN")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="{{ cookiecutter.project_slug }}",
@@ -298,6 +377,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--dry-run", action="store_true", help="print curl commands, send nothing")
     rep.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     rep.set_defaults(func=cmd_replay)
+
+    secrets = commands.add_parser(
+        "secrets", help="each signing secret's fingerprint and when it last verified a delivery"
+    )
+    secrets.set_defaults(func=cmd_secrets)
 
     work = commands.add_parser("worker", help="run an RQ worker on the project's queues")
     work.add_argument(
@@ -359,10 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         "export", help="write captured events as JSON Lines, which replay reads"
     )
     exp.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
-    exp.add_argument(
-        "--type", type=_type_pattern, help="only this type: order.created, order.* or *"
-    )
-    exp.add_argument("--since", help="received at or after: unix seconds or ISO date/time")
+    _add_filter_options(exp)
     exp.add_argument("--limit", type=_count, metavar="N", help="only the N most recent")
     exp.set_defaults(func=cmd_events_export)
 
@@ -372,12 +453,17 @@ def build_parser() -> argparse.ArgumentParser:
     flist.add_argument(
         "--limit", type=_count, default=50, metavar="N", help="at most N (default 50)"
     )
+    _add_filter_options(flist)
     flist.set_defaults(func=cmd_failed_list)
     fretry = failed_commands.add_parser(
         "retry", help="requeue failed events; handlers that succeeded are not run again"
     )
     fretry.add_argument("ids", nargs="*", metavar="ID", help="event ids to requeue")
     fretry.add_argument("--all", action="store_true", help="requeue every failed event")
+    _add_filter_options(fretry)
+    fretry.add_argument(
+        "--dry-run", action="store_true", help="print how many and which; requeue nothing"
+    )
     fretry.set_defaults(func=cmd_failed_retry)
     return parser
 

@@ -40,9 +40,14 @@ class Settings:
     retry_base_seconds: int = 10
     retry_max_seconds: int = 3600
     capture_max_events: int = 0
+    # Waiting jobs a queue may hold before the receiver answers 429 (0: no limit).
+    max_queue_depth: int = 100_000
     log_format: str = "text"
     log_level: str = "INFO"
     worker_metrics_port: int = 0
+    # The receiver's metrics, served by gunicorn's master on a port of their own (0: off).
+    metrics_port: int = 9180
+    metrics_addr: str = "0.0.0.0"
     api_base_url: str = DEFAULT_API_BASE_URL
     api_client_id: str = ""
     api_client_secret: str = ""
@@ -163,9 +168,12 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         retry_base_seconds=_int(env, "TW_RETRY_BASE_SECONDS", 10),
         retry_max_seconds=_int(env, "TW_RETRY_MAX_SECONDS", 3600),
         capture_max_events=_int(env, "TW_CAPTURE_MAX_EVENTS", 0),
+        max_queue_depth=_int(env, "TW_MAX_QUEUE_DEPTH", Settings.max_queue_depth),
         log_format=log_format,
         log_level=log_level,
         worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0, maximum=65535),
+        metrics_port=_int(env, "TW_METRICS_PORT", Settings.metrics_port, maximum=65535),
+        metrics_addr=env.get("TW_METRICS_ADDR", "").strip() or Settings.metrics_addr,
         api_base_url=_api_base_url(env),
         api_client_id=env.get("TW_API_CLIENT_ID", "").strip(),
         api_client_secret=env.get("TW_API_CLIENT_SECRET", "").strip(),

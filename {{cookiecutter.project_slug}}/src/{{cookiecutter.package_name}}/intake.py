@@ -8,6 +8,12 @@ writes the RQ job, pushes its id onto the queue, and only then records the id as
 state exists in which an event is marked seen but not queued, and one round trip per
 event is all it costs.
 
+The same script keeps Redis from filling with work nobody drains: when the event's queue
+already holds `TW_MAX_QUEUE_DEPTH` waiting jobs it stores nothing at all (not even the
+seen mark) and the receiver answers 429, so the sender backs off and delivers again later.
+It also notes, per signing secret, when one last verified a delivery (`SECRETS_USED_KEY`),
+which tells an operator when an old secret can go; both cost no extra round trip.
+
 Seen ids are kept in time buckets, one Redis set per `window / SEEN_BUCKETS` seconds of
 Redis' own clock, each expiring as a whole once its newest id has been remembered for the
 whole window. A key with its own TTL per id costs about 130 bytes of Redis memory; a set
@@ -42,6 +48,9 @@ from .connection import ScriptRunner
 from .events import QUEUES, queue_for
 
 SEEN_PREFIX = "tw:seen:"
+# Hash: a signing secret's fingerprint -> unix seconds (Redis' clock) it last verified a
+# delivery. One field per secret ever used, so it stays tiny.
+SECRETS_USED_KEY = "tw:secrets:last_verified"
 # The dedupe window is split into this many buckets (sets of ids), each at least 1 s.
 SEEN_BUCKETS = 8
 JOB_FUNCTION = f"{__package__}.jobs.handle_event"
@@ -51,15 +60,30 @@ RESULT_TTL_SECONDS = 24 * 3600
 # Shared by the scripts below. ARGV starts: job id, seen prefix, window, bucket seconds.
 # TIME comes from Redis, so every web process on every host agrees on the buckets (Redis
 # before 7 needs effects replication to write after reading the clock).
-_CHECK_SEEN = """
+_CLOCK = """
 if redis.replicate_commands then redis.replicate_commands() end
 local now = tonumber(redis.call('TIME')[1])
 local window, bucket = tonumber(ARGV[3]), tonumber(ARGV[4])
 local newest = math.floor(now / bucket)
+"""
+# The secret that verified this delivery (ARGV[6], its fingerprint) was in use now, whatever
+# becomes of the event: a duplicate or a refusal was signed with it all the same.
+_NOTE_SECRET = """
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], ARGV[6], now) end
+"""
+_SEEN_LOOP = """
 for b = math.floor((now - window) / bucket), newest do
   if redis.call('SISMEMBER', ARGV[2] .. b, ARGV[1]) == 1 then
     return 0
   end
+end
+"""
+# Backpressure (ARGV[5], the most jobs the queue may hold waiting; 0 for no limit): a full
+# queue refuses the event before anything of it is written.
+_CHECK_ROOM = """
+local max_depth = tonumber(ARGV[5])
+if max_depth > 0 and redis.call('LLEN', KEYS[2]) >= max_depth then
+  return -1
 end
 """
 # Redis does not roll a script back when a command in it fails, so the id is recorded as
@@ -72,13 +96,17 @@ redis.call('EXPIREAT', seen, (newest + 1) * bucket + window)
 
 ENQUEUE_IF_NEW = (
     """
--- KEYS: job hash, queue list, RQ's set of queue keys
--- ARGV: job id, seen prefix, window, bucket seconds, then the job's fields as
---       field, value, ...
+-- KEYS: job hash, queue list, RQ's set of queue keys, the secrets' last use
+-- ARGV: job id, seen prefix, window, bucket seconds, max depth, secret fingerprint, then
+--       the job's fields as field, value, ...
+-- Returns 1 (queued), 0 (seen already) or -1 (queue full, nothing stored).
 """
-    + _CHECK_SEEN
+    + _CLOCK
+    + _NOTE_SECRET
+    + _SEEN_LOOP
+    + _CHECK_ROOM
     + """
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
 redis.call('SADD', KEYS[3], KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 """
@@ -91,20 +119,23 @@ redis.call('RPUSH', KEYS[2], ARGV[1])
 ENQUEUE_IF_NEW_AND_CAPTURE = (
     """
 -- KEYS: as ENQUEUE_IF_NEW, then the capture stream
--- ARGV: as ENQUEUE_IF_NEW up to the bucket seconds, then the stream's max length, n,
+-- ARGV: as ENQUEUE_IF_NEW up to the secret fingerprint, then the stream's max length, n,
 --       n capture fields and values, then the job's fields as field, value, ...
 """
-    + _CHECK_SEEN
+    + _CLOCK
+    + _NOTE_SECRET
+    + _SEEN_LOOP
+    + _CHECK_ROOM
     + """
-local n = tonumber(ARGV[6])
-redis.call('HSET', KEYS[1], unpack(ARGV, 7 + n))
+local n = tonumber(ARGV[8])
+redis.call('HSET', KEYS[1], unpack(ARGV, 9 + n))
 redis.call('SADD', KEYS[3], KEYS[2])
 redis.call('RPUSH', KEYS[2], ARGV[1])
 """
     + _MARK_SEEN
     + """
 -- pcall: an archive that cannot be written never costs the event.
-redis.pcall('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, 7, 6 + n))
+redis.pcall('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', unpack(ARGV, 9, 8 + n))
 return 1
 """
 )
@@ -113,9 +144,18 @@ IS_SEEN = (
     """
 -- ARGV: event id, seen prefix, window, bucket seconds
 """
-    + _CHECK_SEEN
+    + _CLOCK
+    + _SEEN_LOOP
     + "return 1\n"
 )
+
+
+class QueueFull(Exception):
+    """The event's queue already holds `limit` waiting jobs; nothing was stored."""
+
+    def __init__(self, queue: str, limit: int):
+        super().__init__(f"the {queue} queue already holds {limit} waiting events")
+        self.queue, self.limit = queue, limit
 
 
 def bucket_seconds(dedupe_window: int) -> int:
@@ -135,6 +175,14 @@ def is_seen(connection: redis.Redis, event_id: str, dedupe_window: int) -> bool:
     script = connection.register_script(IS_SEEN)
     args = [event_id, seen_prefix(dedupe_window), dedupe_window, bucket_seconds(dedupe_window)]
     return not script(keys=[], args=args)
+
+
+def secrets_last_verified(connection: redis.Redis) -> dict[str, float]:
+    """When each signing secret last verified a delivery: fingerprint -> unix seconds."""
+    return {
+        fingerprint.decode(): float(stamp)
+        for fingerprint, stamp in connection.hgetall(SECRETS_USED_KEY).items()
+    }
 
 
 def open_queues(connection: redis.Redis) -> dict[str, Queue]:
@@ -183,6 +231,7 @@ class Intake:
         self.dedupe_window = settings.dedupe_window_seconds
         self.bucket_seconds = bucket_seconds(settings.dedupe_window_seconds)
         self.seen_prefix = seen_prefix(settings.dedupe_window_seconds)
+        self.max_queue_depth = settings.max_queue_depth
         self.job_timeout = settings.job_timeout_seconds
         self.retry = (
             Retry(max=settings.retry_max, interval=settings.retry_intervals)
@@ -199,14 +248,21 @@ class Intake:
         self._enqueue_and_capture = connection.register_script(ENQUEUE_IF_NEW_AND_CAPTURE)
 
     def submit(
-        self, envelope: dict[str, Any], body: bytes | None = None, capture: list[Any] | None = None
+        self,
+        envelope: dict[str, Any],
+        body: bytes | None = None,
+        capture: list[Any] | None = None,
+        secret_fingerprint: str = "",
     ) -> bool:
         """Queue a validated envelope; return False when its id was seen already.
 
         `body` is the envelope's JSON as received (UTF-8); without it the envelope is
         encoded afresh. `capture` is the archive entry (`capture.entry(...)`), written in
-        the same script when capture is on. Raises `redis.RedisError` when Redis cannot be
-        reached; nothing is recorded then.
+        the same script when capture is on. `secret_fingerprint` names the secret that
+        verified the delivery (`signature.fingerprint`), noted as in use now. Raises
+        `QueueFull` when the event's queue is at `TW_MAX_QUEUE_DEPTH`, and
+        `redis.RedisError` when Redis cannot be reached; nothing of the event is recorded
+        then.
         """
         event_id = envelope["id"]
         queue = self.queues[queue_for(envelope["type"])]
@@ -220,15 +276,22 @@ class Intake:
             "enqueued_at", stamp,
             "description", f"{envelope['type']} {event_id}",
         ]  # fmt: skip
-        keys = [queue.job_class.key_for(event_id), queue.key, queue.redis_queues_keys]
-        seen = (event_id, self.seen_prefix, self.dedupe_window, self.bucket_seconds)
+        keys = [
+            queue.job_class.key_for(event_id), queue.key, queue.redis_queues_keys, SECRETS_USED_KEY,
+        ]  # fmt: skip
+        head = (
+            event_id, self.seen_prefix, self.dedupe_window, self.bucket_seconds,
+            self.max_queue_depth, secret_fingerprint,
+        )  # fmt: skip
         fields = (*self._shared_fields[queue.name], *per_event)
         if capture and self.capture_max_events:
             added = self._scripts.run(
                 self._enqueue_and_capture,
                 [*keys, CAPTURE_STREAM_KEY],
-                [*seen, self.capture_max_events, len(capture), *capture, *fields],
+                [*head, self.capture_max_events, len(capture), *capture, *fields],
             )
         else:
-            added = self._scripts.run(self._enqueue_if_new, keys, [*seen, *fields])
+            added = self._scripts.run(self._enqueue_if_new, keys, [*head, *fields])
+        if added == -1:
+            raise QueueFull(queue.name, self.max_queue_depth)
         return bool(added)

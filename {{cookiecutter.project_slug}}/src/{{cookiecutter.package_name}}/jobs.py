@@ -25,6 +25,9 @@ from .registry import registry
 log = logging.getLogger(__name__)
 
 DONE_META_KEY = "handlers_done"
+# The handlers that raised in the latest run, for `failed retry --handler`; dropped once
+# they succeed.
+FAILED_META_KEY = "handlers_failed"
 # The error of the failed run that left the job waiting for a retry (RQ records an error
 # only once the retries are used up), kept by the worker for `events show`.
 LAST_ERROR_META_KEY = "last_error"
@@ -89,6 +92,9 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
     deadline = time.monotonic() + timeout
     ran: list[str] = []
     failures: dict[str, BaseException] = {}
+    if job is not None:
+        # Saved with the next handler that succeeds, or below with this run's failures.
+        job.meta.pop(FAILED_META_KEY, None)
     for handler in handlers:
         if handler.name in done:
             continue
@@ -107,6 +113,9 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
             job.meta[DONE_META_KEY] = sorted(done)
             _save_meta(job)
     if failures:
+        if job is not None:
+            job.meta[FAILED_META_KEY] = sorted(failures)
+            _save_meta(job)
         raise HandlerFailed(event, failures)
     return ran
 

@@ -1,14 +1,17 @@
 """Prometheus metrics: what the receiver and the workers count, and how it is scraped.
 
 The web tier counts every delivery to the webhook route (received, rejected by code,
-duplicates, enqueued by queue) with plain counters: one in-memory increment per request,
-never a Redis call. Under gunicorn, `gunicorn.conf.py` sets `PROMETHEUS_MULTIPROC_DIR`
-before the app is imported, so each worker process writes its counts to a file there and
-`GET /metrics` sums the files of every process; without that variable (the dev server,
-Flask's test client) the counts of the one process are served as they are.
+duplicates, enqueued by queue, how long the answer took) with plain counters and one
+histogram: in-memory work per request, never a Redis call. Under gunicorn,
+`gunicorn.conf.py` sets `PROMETHEUS_MULTIPROC_DIR` before the app is imported, so each
+worker process writes its counts to a file there; gunicorn's master serves the sum of the
+files of every process on a port of its own (`TW_METRICS_PORT`, `serve_receiver_metrics`),
+never on the public webhook port, where anyone could read them and every scrape would
+cost a Redis round trip.
 
-Queue depth, retries waiting and failed events are read from Redis at scrape time (one
-pipelined round trip), so they are the same whichever process answers the scrape.
+Queue depth, the oldest waiting event's age, retries waiting, failed events and the
+workers alive are read from Redis at scrape time (one script, one round trip), so they are
+the same whichever receiver answers the scrape.
 
 Handlers run in `worker` processes, which count their runs, durations and failures and
 serve them on their own port (`TW_WORKER_METRICS_PORT`, off by default). Several workers
@@ -19,22 +22,27 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from wsgiref.simple_server import WSGIServer
 
 import redis
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
-    generate_latest,
     multiprocess,
     start_http_server,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from rq import Queue
+from rq.utils import str_to_date
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+from .config import Settings
+from .connection import connect
+from .intake import open_queues
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,13 @@ ERRORS = Counter(
     ["code"],
     registry=REGISTRY,
 )
+VERIFIED = Counter(
+    "tw_webhooks_verified",
+    "Deliveries whose signature a configured secret verified, by that secret's position in "
+    "TW_WEBHOOK_SECRETS (from 1) and fingerprint (see the `secrets` command).",
+    ["secret", "fingerprint"],
+    registry=REGISTRY,
+)
 DUPLICATES = Counter(
     "tw_webhooks_duplicate",
     "Deliveries of an event id already seen within the dedupe window (200 duplicate).",
@@ -72,6 +87,12 @@ ENQUEUED = Counter(
     "tw_webhooks_enqueued",
     "Events stored and queued for the workers (202 accepted), by queue.",
     ["queue"],
+    registry=REGISTRY,
+)
+REQUEST_DURATION = Histogram(
+    "tw_webhook_request_duration_seconds",
+    "Time from a delivery's arrival to its answer (the sender's wait), any outcome.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
 )
 HANDLER_DURATION = Histogram(
@@ -93,16 +114,67 @@ def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-class QueueCollector(Collector):
-    """Queue depth, retries waiting and failed events, read from Redis when scraped."""
+# KEYS: per queue, its list, scheduled and failed registries and its set of workers.
+# ARGV[1]: the prefix of job keys. Per queue: waiting, retrying, failed, the first waiting
+# job's enqueued_at ('' when none) and the last heartbeat of each of its workers.
+# A script rather than a pipeline: the first job's key is known only once its id is read.
+QUEUE_STATS = """
+local stats = {}
+for i = 1, #KEYS, 4 do
+  local first = redis.call('LINDEX', KEYS[i], 0)
+  local enqueued = first and redis.call('HGET', ARGV[1] .. first, 'enqueued_at')
+  local beats = {}
+  for _, worker in ipairs(redis.call('SMEMBERS', KEYS[i + 3])) do
+    beats[#beats + 1] = redis.call('HGET', worker, 'last_heartbeat') or ''
+  end
+  stats[#stats + 1] = {
+    redis.call('LLEN', KEYS[i]), redis.call('ZCARD', KEYS[i + 1]),
+    redis.call('ZCARD', KEYS[i + 2]), enqueued or '', beats,
+  }
+end
+return stats
+"""
 
-    def __init__(self, queues: dict[str, Queue]):
+
+def _age(stamp: bytes, now: float) -> float | None:
+    """Seconds since an RQ timestamp, or None for an empty or unreadable one."""
+    try:
+        return max(0.0, now - str_to_date(stamp).timestamp())
+    except ValueError:
+        return None
+
+
+class QueueCollector(Collector):
+    """Queue depth and age, retries waiting, failed events and live workers, read from
+    Redis when scraped. A worker is alive while its last heartbeat is at most
+    `lost_after` seconds old, the age after which its running job is taken as abandoned."""
+
+    def __init__(self, queues: dict[str, Queue], lost_after: int):
         self.queues = queues
+        self.lost_after = lost_after
+        first = next(iter(queues.values()))
+        self.script = first.connection.register_script(QUEUE_STATS)
+        self.keys = [
+            key
+            for queue in queues.values()
+            for key in (
+                queue.key,
+                queue.scheduled_job_registry.key,
+                queue.failed_job_registry.key,
+                WORKERS_BY_QUEUE_KEY % queue.name,
+            )
+        ]
+        self.job_prefix = first.job_class.redis_job_namespace_prefix
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("tw_redis_up", "1 when Redis answered this scrape, else 0.")
         depth = GaugeMetricFamily(
             "tw_queue_depth", "Events waiting in the queue for a worker.", labels=["queue"]
+        )
+        oldest = GaugeMetricFamily(
+            "tw_queue_oldest_job_age_seconds",
+            "How long the first event waiting in the queue has waited (0 when none waits).",
+            labels=["queue"],
         )
         scheduled = GaugeMetricFamily(
             "tw_queue_retries_waiting",
@@ -114,43 +186,62 @@ class QueueCollector(Collector):
             "Events whose retries are used up (requeue them with `failed retry`).",
             labels=["queue"],
         )
+        alive = GaugeMetricFamily(
+            "tw_workers_alive",
+            "Workers listening on the queue whose heartbeat is fresh.",
+            labels=["queue"],
+        )
         try:
-            first = next(iter(self.queues.values()))
-            pipe = first.connection.pipeline(transaction=False)
-            for queue in self.queues.values():
-                pipe.llen(queue.key)
-                pipe.zcard(queue.scheduled_job_registry.key)
-                pipe.zcard(queue.failed_job_registry.key)
-            counts = pipe.execute()
+            stats = self.script(keys=self.keys, args=[self.job_prefix])
         except redis.RedisError as exc:
             log.warning("metrics: could not read queue sizes from Redis: %s", exc)
             up.add_metric([], 0)
             yield up
             return
+        now = time.time()
         up.add_metric([], 1)
-        for index, name in enumerate(self.queues):
-            waiting, retrying, dead = counts[3 * index : 3 * index + 3]
+        for name, (waiting, retrying, dead, enqueued_at, beats) in zip(
+            self.queues, stats, strict=True
+        ):
             depth.add_metric([name], waiting)
+            oldest.add_metric([name], (_age(enqueued_at, now) or 0.0) if waiting else 0.0)
             scheduled.add_metric([name], retrying)
             failed.add_metric([name], dead)
-        yield from (up, depth, scheduled, failed)
+            ages = [_age(beat, now) for beat in beats]
+            alive.add_metric(
+                [name], sum(age is not None and age <= self.lost_after for age in ages)
+            )
+        yield from (up, depth, oldest, scheduled, failed, alive)
 
 
-def render(queues: dict[str, Queue] | None = None) -> tuple[bytes, str]:
-    """The exposition text for `GET /metrics` and its content type."""
+def receiver_registry(queues: dict[str, Queue], lost_after: int) -> CollectorRegistry:
+    """What a scrape of the receiver returns: the counts of every web process (or of this
+    one, without `PROMETHEUS_MULTIPROC_DIR`) and the queue gauges read from Redis."""
+    registry = CollectorRegistry(auto_describe=False)
     path = multiprocess_dir()
     if path:
-        # Read afresh on every scrape: worker processes come and go under gunicorn.
-        registry = CollectorRegistry()
+        # Reads the files afresh on every scrape: gunicorn's workers come and go.
         multiprocess.MultiProcessCollector(registry, path=path)
-        output = generate_latest(registry)
     else:
-        output = generate_latest(REGISTRY)
-    if queues:
-        extra = CollectorRegistry(auto_describe=False)
-        extra.register(QueueCollector(queues))
-        output += generate_latest(extra)
-    return output, CONTENT_TYPE_LATEST
+        registry.register(REGISTRY)
+    registry.register(QueueCollector(queues, lost_after))
+    return registry
+
+
+def serve_receiver_metrics(settings: Settings) -> WSGIServer | None:
+    """Serve the receiver's metrics from a thread of this process (gunicorn's master) on
+    `TW_METRICS_ADDR:TW_METRICS_PORT`; None when the port is 0 (off).
+
+    Raises OSError when the port cannot be bound.
+    """
+    if not settings.metrics_port:
+        return None
+    registry = receiver_registry(open_queues(connect(settings)), settings.worker_lost_after_seconds)
+    server, _thread = start_http_server(
+        settings.metrics_port, addr=settings.metrics_addr, registry=registry
+    )
+    log.info("receiver metrics on http://%s:%d/metrics", settings.metrics_addr, server.server_port)
+    return server
 
 
 def serve_worker_metrics(port: int, addr: str = "0.0.0.0") -> WSGIServer:

@@ -287,7 +287,8 @@ class Progress:
         self.total, self.done, self.stream = total, 0, stream
         self.enabled = total > 1 and stream.isatty()
 
-    def update(self, result: Result) -> None:
+    def update(self, result: Result | None = None) -> None:
+        """Count one more done (the result itself is not needed for that)."""
         self.done += 1
         if self.enabled and (self.done == self.total or self.done % 10 == 0):
             filled = int(30 * self.done / self.total)

@@ -5,7 +5,8 @@ The sender signs every delivery with `t=<unix seconds>,v1=<hex>`, where
 `v1=` per secret; schemes other than `v1` are ignored. These are pure functions with no
 web framework in sight, so they can be used from tests, scripts and other apps alike.
 Every failure raises `SignatureError`, whose `code` is stable and whose message says
-exactly what was wrong.
+exactly what was wrong. `check` also says which secret matched, and `fingerprint` names a
+secret in metrics and commands without revealing it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _SIGNATURE_LENGTH = hashlib.sha256().digest_size * 2
 # More than this many digits cannot be a unix time of this era, and keeps int() cheap.
 _MAX_TIMESTAMP_DIGITS = 12
+# Hashed ahead of a secret for its fingerprint, so the fingerprint is no plain SHA-256 of
+# the secret that could be matched against one computed elsewhere.
+_FINGERPRINT_PREFIX = b"tw-webhook-signing-secret:"
 
 
 class SignatureError(Exception):
@@ -83,6 +87,13 @@ def compute_signature(secret: str, timestamp: int, body: bytes) -> str:
     return mac.hexdigest()
 
 
+def fingerprint(secret: str) -> str:
+    """A short name for a secret: 8 hex digits of a SHA-256 over it. It tells secrets
+    apart (in metrics, logs and the `secrets` command) and cannot be turned back into the
+    secret."""
+    return hashlib.sha256(_FINGERPRINT_PREFIX + secret.encode("utf-8")).hexdigest()[:8]
+
+
 def sign(body: bytes, secrets: str | Iterable[str], timestamp: int | None = None) -> str:
     """Return a header value signing `body` with each secret, as the sender does."""
     if isinstance(secrets, str):
@@ -94,18 +105,28 @@ def sign(body: bytes, secrets: str | Iterable[str], timestamp: int | None = None
     return ",".join(parts)
 
 
-def verify(
+@dataclass(frozen=True)
+class Verified:
+    """What a successful check found."""
+
+    timestamp: int  # the signed t=
+    secret_index: int  # position in the secrets given (from 0) of the first that matched
+
+
+def check(
     header: str | None,
     body: bytes,
     secrets: Iterable[str],
     tolerance: int = DEFAULT_TOLERANCE_SECONDS,
     now: float | None = None,
-) -> int:
-    """Check `header` against the raw `body`; return the signed timestamp.
+) -> Verified:
+    """Check `header` against the raw `body`; say when it was signed and with which secret.
 
     Accepts when any `v1` matches any secret (constant-time compare) and the timestamp is
     less than `tolerance` seconds from `now`, in either direction, as the API's reference
-    check `abs(now - t) < 300` does.
+    check `abs(now - t) < 300` does. A header signed with several of the secrets names the
+    first of them: during a rotation, with the new secret listed first, deliveries credit
+    the old one only while the sender still signs with it alone.
     """
     parsed = parse_header(header)
     if now is None:
@@ -118,12 +139,24 @@ def verify(
         )
     expected = [compute_signature(s, parsed.timestamp, body) for s in secrets]
     # Compare every pair without stopping early, so timing reveals nothing.
-    matched = False
-    for candidate in parsed.signatures:
-        for good in expected:
-            matched |= hmac.compare_digest(candidate, good)
-    if not matched:
+    matched = -1
+    for index in reversed(range(len(expected))):
+        for candidate in parsed.signatures:
+            if hmac.compare_digest(candidate, expected[index]):
+                matched = index
+    if matched < 0:
         raise SignatureError(
             "signature_mismatch", "No v1 signature matches the body with a configured secret."
         )
-    return parsed.timestamp
+    return Verified(parsed.timestamp, matched)
+
+
+def verify(
+    header: str | None,
+    body: bytes,
+    secrets: Iterable[str],
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> int:
+    """`check`, returning only the signed timestamp."""
+    return check(header, body, secrets, tolerance, now).timestamp
