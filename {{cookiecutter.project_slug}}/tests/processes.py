@@ -17,6 +17,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET
 
@@ -43,11 +45,13 @@ def project_env(redis_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
+def running(
+    command: list[str], env: dict[str, str], log: Path, cwd: Path = PROJECT_ROOT
+) -> Iterator[subprocess.Popen]:
     with open(log, "wb") as out:
         process = subprocess.Popen(
             command,
-            cwd=PROJECT_ROOT,
+            cwd=cwd,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -127,3 +131,15 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.1):
             assert value, f"condition not met within {timeout} s"
             return value
         time.sleep(interval)
+
+
+def totals(url: str, name: str, handler_prefix: str = "") -> float:
+    """The sum over all label sets of one sample at a metrics URL."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.labels.get("handler", "").startswith(handler_prefix)
+    )

@@ -5,6 +5,7 @@ reach a handler whose log line comes out prefixed `worker |`; Ctrl-C must stop e
 process it started, grandchildren included, without a traceback.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -12,9 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from processes import PACKAGE, PROJECT_ROOT, cli, project_env, wait_for, wait_until_up
+from processes import PACKAGE, PROJECT_ROOT, cli, project_env, running, wait_for, wait_until_up
 
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.testing import make_event
 
 pytestmark = pytest.mark.e2e
 SAMPLE = str(PROJECT_ROOT / "samples" / "events" / "01-order.created.json")
@@ -110,3 +112,66 @@ def test_dev_runs_everything_and_ctrl_c_leaves_no_process(tmp_path):
     assert "Traceback" not in output, output  # Redis outlives the processes that use it
     # `wait_for` fails the test if any of them is still running after 10 s.
     wait_for(lambda: not any(alive(pid) for pid in started), timeout=10)
+
+
+HOT_HANDLER = """
+import time
+
+from {{ cookiecutter.package_name }}.handlers import on
+
+
+@on("order.created")
+def hot(event):
+    print("{version} start", event.id, flush=True)
+    time.sleep(event.object.get("sleep", 0))
+    print("{version} end", event.id, flush=True)
+"""
+ADDED_HANDLER = """
+from {{ cookiecutter.package_name }}.handlers import on
+
+
+@on("order.created")
+def added(event):
+    print("added module ran for", event.id, flush=True)
+"""
+
+
+def test_dev_restarts_the_worker_between_jobs_on_handler_changes(tmp_path):
+    """Editing a handler module and adding one while `dev` runs: the job running at that
+    moment finishes on the old code, and the next event meets the new code."""
+    package = tmp_path / "hotpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "hot.py").write_text(HOT_HANDLER.format(version="v1"))
+    slow, quick = make_event("order.created", {"sleep": 2}), make_event("order.created")
+    for name, event in (("slow", slow), ("quick", quick)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(event))
+    port = free_port()
+    env = project_env("unused", TW_HANDLER_MODULES="hotpkg")
+    del env["REDIS_URL"]
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    url = f"http://127.0.0.1:{port}{{ cookiecutter.webhook_path }}"
+    log = tmp_path / "dev.log"
+    command = [sys.executable, "-m", PACKAGE, "dev", "--port", str(port)]
+    with running(command, env, log, cwd=tmp_path) as dev:  # no .env there
+        wait_until_up(f"http://127.0.0.1:{port}/readyz", dev, log)
+        assert "worker restarted between jobs on changes under" in log.read_text()
+        sent = cli("replay", "--url", url, str(tmp_path / "slow.json"), env=env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        wait_for(lambda: f"v1 start {slow['id']}" in log.read_text())
+        (package / "hot.py").write_text(HOT_HANDLER.format(version="v2"))
+        (package / "added.py").write_text(ADDED_HANDLER)
+        wait_for(lambda: "the worker restarts after its current job" in log.read_text())
+        sent = cli("replay", "--url", url, str(tmp_path / "quick.json"), env=env)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        wait_for(lambda: f"added module ran for {quick['id']}" in log.read_text(), timeout=30)
+        wait_for(lambda: f"v2 end {quick['id']}" in log.read_text())
+    lines = [line for line in log.read_text().splitlines() if line.startswith("worker | ")]
+    text = "\n".join(lines)
+    # The slow job ran once, on the old code, to its end; the new worker then started.
+    assert text.count(f"start {slow['id']}") == 1
+    ended = next(i for i, line in enumerate(lines) if f"v1 end {slow['id']}" in line)
+    listening = [i for i, line in enumerate(lines) if " listening on " in line]
+    assert len(listening) == 2 and listening[1] > ended, text
+    assert f"v1 start {quick['id']}" not in text
+    assert "cold shut down" not in text and "Traceback" not in text

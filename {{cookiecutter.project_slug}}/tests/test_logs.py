@@ -67,3 +67,23 @@ def test_configure_writes_one_line_per_call_to_stderr(capsys):
         logging.getLogger().handlers.clear()
     lines = capsys.readouterr().err.splitlines()
     assert [json.loads(line)["eventId"] for line in lines] == ["evt_2"]
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",  # gunicorn's error log
+        "%(thread)d %(threadName)s %(processName)s %(filename)s:%(lineno)d %(funcName)s",
+    ],
+)
+def test_other_formats_in_the_process_still_format_after_configure(fmt):
+    """gunicorn logs through the same logging module in the same process: whatever
+    `configure` switches off must leave every record attribute formattable."""
+    logs.configure("text", "INFO")
+    try:
+        rec = logging.getLogger("gunicorn.error").makeRecord(
+            "gunicorn.error", logging.INFO, "", 0, "Worker exiting (pid: %s)", (42,), None
+        )
+        assert logging.Formatter(fmt).format(rec)
+    finally:
+        logging.getLogger().handlers.clear()

@@ -13,13 +13,11 @@ import re
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import redis
-from processes import PROJECT_ROOT, gunicorn, project_env, running, wait_for, worker
-from prometheus_client.parser import text_string_to_metric_families
+from processes import PROJECT_ROOT, gunicorn, project_env, running, totals, wait_for, worker
 from recording_handlers import expected_runs, runs
 from redis.sentinel import SentinelManagedSSLConnection
 
@@ -35,18 +33,6 @@ PACKAGE = "{{ cookiecutter.package_name }}"
 WEBHOOK_PATH = "{{ cookiecutter.webhook_path }}"
 ROUNDS = 3  # the samples, each time with fresh ids
 WORKERS = 3
-
-
-def totals(url: str, name: str, handler_prefix: str = "") -> float:
-    """The sum over all label sets of one sample at a metrics URL."""
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name and sample.labels.get("handler", "").startswith(handler_prefix)
-    )
 
 
 def replay(url: str, path: Path, env: dict) -> subprocess.Popen:

@@ -21,7 +21,7 @@ import redis
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from . import capture, events, logs, metrics, signature
+from . import capture, events, history, logs, metrics, signature
 from .config import Settings, settings_from_env
 from .connection import connect
 from .intake import Intake, QueueFull
@@ -75,12 +75,16 @@ def log_request(status: int, is_delivery: bool) -> None:
         metrics.REQUEST_DURATION.observe(elapsed)
         if outcome == "accepted":
             metrics.ENQUEUED.labels(events.queue_for(event["type"])).inc()
+            history.count(history.DELIVERIES, "accepted")
         elif outcome == "duplicate":
             metrics.DUPLICATES.inc()
+            history.count(history.DELIVERIES, "duplicate")
         elif status < 500:
             metrics.REJECTED.labels(outcome).inc()
+            history.count(history.DELIVERIES, "rejected")
         else:
             metrics.ERRORS.labels(outcome).inc()
+            history.count(history.DELIVERIES, "error")
     level = logging.INFO if is_delivery or status >= 400 else logging.DEBUG
     if not log.isEnabledFor(level):
         return
@@ -123,6 +127,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     if connection is None:
         connection = connect(settings)
     intake = Intake(connection, settings)
+    history.TALLY.bind(connection)
     # Per secret, by position: its fingerprint and its counter, built once (labels() per
     # request would cost a dictionary lookup under a lock).
     fingerprints = [signature.fingerprint(secret) for secret in secrets]

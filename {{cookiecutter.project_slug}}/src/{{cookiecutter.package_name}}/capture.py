@@ -41,13 +41,14 @@ SECRET_HEADER_WORDS = (
 READ_BATCH = 200
 
 
+def is_secret_header(name: str) -> bool:
+    """Whether a header of this name could carry a secret."""
+    return any(word in name.lower() for word in SECRET_HEADER_WORDS)
+
+
 def archived_headers(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
     """The headers worth keeping: all but those that could carry a secret."""
-    return {
-        name: value
-        for name, value in headers
-        if not any(word in name.lower() for word in SECRET_HEADER_WORDS)
-    }
+    return {name: value for name, value in headers if not is_secret_header(name)}
 
 
 def entry(

@@ -242,6 +242,10 @@ def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.processes > 1:
+        from . import supervisor
+
+        return supervisor.supervise(args.processes, args.queue, args.burst, settings)
     from . import worker
 
     worker.run(settings, args.queue, burst=args.burst)
@@ -294,6 +298,12 @@ def _milliseconds(value: str) -> int:
     if not value.isdigit():
         raise argparse.ArgumentTypeError(f"want a whole number of milliseconds, got {value!r}")
     return int(value)
+
+
+def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
+    from .console import server
+
+    return server.run(settings, args.host, args.port, read_only=args.read_only)
 
 
 def _count(value: str) -> int:
@@ -389,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="listen on this queue only (repeatable; default: all, orders first)",
     )  # fmt: skip
     work.add_argument("--burst", action="store_true", help="exit once the queues are empty")
+    work.add_argument(
+        "--processes", type=_count, default=1, metavar="N",
+        help="run N worker processes under this one, replacing any that dies (default 1)",
+    )  # fmt: skip
     work.set_defaults(func=cmd_worker)
 
     dev = commands.add_parser("dev", help="web + worker (+ embedded Redis) with auto-reload")
@@ -465,6 +479,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print how many and which; requeue nothing"
     )
     fretry.set_defaults(func=cmd_failed_retry)
+
+    con = commands.add_parser("console", help="a web page to see, search and recover events")
+    con.add_argument(
+        "--host", default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; any other needs TW_CONSOLE_TOKEN)",
+    )  # fmt: skip
+    con.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    con.add_argument("--read-only", action="store_true", help="show, but never change anything")
+    con.set_defaults(func=cmd_console)
     return parser
 
 

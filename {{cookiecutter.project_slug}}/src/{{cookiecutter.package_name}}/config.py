@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Chosen when the project was generated; TW_WEBHOOK_PATH overrides it.
 DEFAULT_WEBHOOK_PATH = "{{ cookiecutter.webhook_path }}"
@@ -50,7 +50,8 @@ class Settings:
     metrics_addr: str = "0.0.0.0"
     api_base_url: str = DEFAULT_API_BASE_URL
     api_client_id: str = ""
-    api_client_secret: str = ""
+    api_client_secret: str = field(default="", repr=False)
+    console_token: str = field(default="", repr=False)
     api_scopes: tuple[str, ...] = ()
     api_timeout_seconds: int = 10
 
@@ -177,6 +178,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         api_base_url=_api_base_url(env),
         api_client_id=env.get("TW_API_CLIENT_ID", "").strip(),
         api_client_secret=env.get("TW_API_CLIENT_SECRET", "").strip(),
+        console_token=env.get("TW_CONSOLE_TOKEN", "").strip(),
         api_scopes=tuple(env.get("TW_API_SCOPES", "").replace(",", " ").split()),
         api_timeout_seconds=_int(env, "TW_API_TIMEOUT_SECONDS", 10, minimum=1),
     )

@@ -2,6 +2,13 @@
 embedded Redis, in one terminal with each line prefixed by the process it came from. With
 `--sandbox`, the API sandbox as well, sending its webhooks to this receiver.
 
+Code changes reach both tiers: gunicorn's `--reload` restarts the web workers, and the
+worker, which loads the handlers once at start, is restarted between jobs: on a change to
+a `.py` file of the package (its `handlers/` included) or of a `TW_HANDLER_MODULES`
+module, it gets SIGTERM, finishes the job it is running, exits, and a fresh one starts. A
+worker that exits by itself (a handler module that does not import) is started again at
+the next change, while the web tier keeps running.
+
 Each child runs in a session of its own, so that on Ctrl-C (or SIGTERM) the whole process
 group of each one, gunicorn's workers included, is stopped here and nothing is orphaned.
 """
@@ -15,6 +22,8 @@ import sys
 import threading
 from collections.abc import Mapping
 
+from . import reloader
+from .config import settings_from_env
 from .embedded_redis import EmbeddedRedis, free_port
 
 STOP_TIMEOUT_SECONDS = 10
@@ -60,6 +69,57 @@ def _pump(name: str, stream, lock: threading.Lock) -> None:
         with lock:
             sys.stdout.write(f"{name:>6} | {line.decode(errors='replace')}")
             sys.stdout.flush()
+
+
+def _spawn(name: str, command: list[str], env: Mapping[str, str], lock) -> subprocess.Popen:
+    """Start one child in a session of its own, its lines prefixed with `name`."""
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    threading.Thread(target=_pump, args=(name, process.stdout, lock), daemon=True).start()
+    return process
+
+
+class WorkerRestarts:
+    """Restarts the worker between jobs when watched files change (see the module's doc)."""
+
+    def __init__(self, watcher: reloader.Watcher, start):
+        self.watcher = watcher
+        self.start = start  # () -> a new worker process
+        self.stopping: subprocess.Popen | None = None  # the worker asked to stop, if any
+        self.dead: subprocess.Popen | None = None  # a worker that exited by itself
+
+    def check(self, worker: subprocess.Popen) -> subprocess.Popen:
+        """Look for changes and for the worker's exit; return the worker to watch next."""
+        changed = self.watcher.changed()
+        if worker.poll() is None:
+            if changed and self.stopping is None:
+                _say(f"{_shorten(changed)} changed: the worker restarts after its current job")
+                os.killpg(worker.pid, signal.SIGTERM)
+                self.stopping = worker
+            return worker
+        if worker is self.stopping or (worker is self.dead and changed):
+            self.stopping = self.dead = None
+            return self.start()
+        if worker is not self.dead:
+            self.dead = worker
+            _say(f"worker exited (exit {worker.returncode}); it starts again when a file changes")
+        return worker
+
+
+def _shorten(paths: list[str]) -> str:
+    """The first few of `paths`, relative to the working directory when under it."""
+    here = os.getcwd() + os.sep
+    names = [os.path.relpath(path) if path.startswith(here) else path for path in paths]
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _say(message: str) -> None:
+    print(f"   dev | {message}", flush=True)
 
 
 def _stop(processes: dict[str, subprocess.Popen]) -> None:
@@ -118,19 +178,26 @@ def run(
     status = 0
     try:
         for name, command in children.items():
-            process = subprocess.Popen(
-                command,
-                env=child_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            processes[name] = process
-            threading.Thread(target=_pump, args=(name, process.stdout, lock), daemon=True).start()
+            processes[name] = _spawn(name, command, child_env, lock)
         print(f"   dev | receiver on http://{host}:{port}; Ctrl-C stops everything", flush=True)
+        restarts = None
+        if reload:
+            roots = reloader.watched_roots(settings_from_env(child_env).handler_modules)
+            restarts = WorkerRestarts(
+                reloader.Watcher(roots),
+                lambda: _spawn("worker", children["worker"], child_env, lock),
+            )
+            _say(
+                "reload: web on code changes (gunicorn --reload); worker restarted between "
+                f"jobs on changes under {_shorten([str(root) for root in roots])}"
+            )
         while not stopping.wait(0.2):
+            if restarts is not None:
+                processes["worker"] = restarts.check(processes["worker"])
             ended = [
-                f"{n} (exit {p.returncode})" for n, p in processes.items() if p.poll() is not None
+                f"{n} (exit {p.returncode})"
+                for n, p in processes.items()
+                if p.poll() is not None and not (restarts and n == "worker")
             ]
             if ended:
                 print(f"   dev | {', '.join(ended)} ended; stopping the rest", flush=True)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from typing import Any
 
 import redis
 from rq import get_current_job
 
-from . import metrics
+from . import history, metrics
 from .api import handler_run
 from .config import Settings, settings_from_env
 from .events import Event
@@ -31,6 +32,10 @@ FAILED_META_KEY = "handlers_failed"
 # The error of the failed run that left the job waiting for a retry (RQ records an error
 # only once the retries are used up), kept by the worker for `events show`.
 LAST_ERROR_META_KEY = "last_error"
+# The handlers' tracebacks of the last few failed runs, for the console: RQ keeps only the
+# final error of a round of retries, and only the job's own (`HandlerFailed`).
+ERRORS_META_KEY = "errors"
+KEPT_ERRORS = 10
 # How long to keep trying to write down a handler that succeeded while Redis is away;
 # giving up would make the retry run that handler a second time.
 REMEMBER_PATIENCE_SECONDS = 30
@@ -58,6 +63,7 @@ def _record_run(event: Event, name: str, started: float, exc: Exception | None =
     metrics.HANDLER_DURATION.labels(name).observe(elapsed)
     if exc is not None:
         metrics.HANDLER_FAILURES.labels(name).inc()
+    history.count(history.HANDLERS, f"{'failed' if exc is not None else 'ok'}:{name}")
     level = logging.ERROR if exc is not None else logging.INFO
     if not log.isEnabledFor(level):
         return
@@ -115,9 +121,21 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
     if failures:
         if job is not None:
             job.meta[FAILED_META_KEY] = sorted(failures)
-            _save_meta(job)
+            _remember_failures(job, failures)  # saves the meta
         raise HandlerFailed(event, failures)
     return ran
+
+
+def _remember_failures(job, failures: dict[str, BaseException]) -> None:
+    """Keep this run's handler tracebacks in the job's meta (the last `KEPT_ERRORS` runs).
+    One write, on failed runs only."""
+    text = "\n".join(
+        f"{name}:\n{''.join(traceback.format_exception(exc)).rstrip()}"
+        for name, exc in failures.items()
+    )
+    runs = [*job.meta.get(ERRORS_META_KEY, ()), {"at": time.time(), "error": text}]
+    job.meta[ERRORS_META_KEY] = runs[-KEPT_ERRORS:]
+    _save_meta(job)
 
 
 def _save_meta(job) -> None:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
+from . import history
 from .config import Settings
 from .embedded_redis import EmbeddedRedis
 from .events import new_envelope
@@ -145,6 +146,16 @@ def _only_project_handlers() -> Iterator[None]:
     yield
     registry._handlers[:] = saved_handlers
     registry._loaded = saved_loaded
+
+
+@pytest.fixture(autouse=True)
+def _own_history(monkeypatch) -> history.Tally:
+    """Each test counts outcomes (see `history`) in a tally of its own, written to Redis
+    only when the test calls `history.TALLY.flush()`: no count of one test lands in the
+    next one's Redis, and no thread writes behind a test's back."""
+    tally = history.Tally(interval=None)
+    monkeypatch.setattr(history, "TALLY", tally)
+    return tally
 
 
 @pytest.fixture(name="run_worker")

@@ -4,7 +4,8 @@ It runs RQ's `SimpleWorker`, which performs jobs in its own process instead of f
 child per job. RQ's default `Worker` forks for isolation, and pays for it with roughly ten
 milliseconds per job; the handlers here are the project's own short functions, so the
 isolation buys little and the fork costs most of the throughput (see the benchmarks in the
-README). Run several worker processes to use several cores.
+README). Run several worker processes to use several cores, or to wait on several API
+calls at once: `worker --processes N` runs N of them under one command (`supervisor.py`).
 
 A worker can die in the middle of a job (kill -9, out of memory, a lost machine). RQ finds
 such a job only when its entry in the started registry expires, and a `SimpleWorker` does
@@ -42,6 +43,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text, current_timestamp
 from rq.worker import WorkerStatus
 
+from . import history
 from .config import ConfigError, Settings
 from .connection import connect
 from .events import QUEUES
@@ -360,6 +362,7 @@ def build_worker(
         ) from None
     if connection is None:
         connection = connect(settings)
+    history.TALLY.bind(connection)
     queues = open_queues(connection)
     names = queue_names or list(QUEUES)
     unknown = sorted(set(names) - set(queues))

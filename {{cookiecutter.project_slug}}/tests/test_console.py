@@ -1,0 +1,383 @@
+"""The events console with Flask's test client, on real Redis data: events submitted by the
+receiver, run by worker bursts (one handler that fails), archived by capture."""
+
+import dataclasses
+import json
+import re
+from html import unescape
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from {{ cookiecutter.package_name }} import capture, cli, history, inspect_events
+from {{ cookiecutter.package_name }}.app import create_app as create_receiver
+from {{ cookiecutter.package_name }}.console import app as console_app
+from {{ cookiecutter.package_name }}.console.security import COOKIE, check_binding
+from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, run_worker, signed_headers
+
+TOKEN = "console-token-0123456789"
+HOSTILE = '<script>alert("x")</script> \' " & ünïcødé ☃ ' + "z" * 5000
+
+
+@pytest.fixture
+def state():
+    """`books` succeeds for orders; `mails` fails for orders while `broken` is set."""
+    registry.clear_handlers()  # the plugin's autouse fixture puts the project's back
+    switch = {"broken": True}
+
+    def books(event):
+        pass
+
+    def mails(event):
+        if switch["broken"]:
+            raise ConnectionRefusedError("mail server down")
+
+    registry.on("order.*")(books)
+    registry.on("order.*")(mails)
+    return switch
+
+
+@pytest.fixture
+def receiver(settings, redis_conn):
+    """The real receiver with capture on, to deliver signed events to."""
+    settings = dataclasses.replace(settings, capture_max_events=100)
+    return create_receiver(settings, connection=redis_conn).test_client()
+
+
+def make_console(settings, redis_conn, **options):
+    return console_app.create_app(settings, redis_conn, **options).test_client()
+
+
+@pytest.fixture
+def console(settings, redis_conn):
+    return make_console(settings, redis_conn)
+
+
+def deliver(receiver, *events, **headers):
+    for event in events:
+        body = json.dumps(event).encode()
+        path = receiver.application.extensions["tw_settings"].webhook_path
+        response = receiver.post(path, data=body, headers={**signed_headers(body), **headers})
+        assert response.status_code == 202, response.get_data(as_text=True)
+
+
+def csrf(client, path="/"):
+    html = client.get(path).get_data(as_text=True)
+    return re.search(r'<meta name="csrf-token" content="([^"]+)">', html).group(1)
+
+
+def text(response) -> str:
+    return response.get_data(as_text=True)
+
+
+@pytest.fixture
+def mixed(state, receiver, settings, redis_conn):
+    """One processed price update, one failed order, one still queued order."""
+    price, order = make_event("price.updated"), make_event("order.created")
+    deliver(receiver, price, order)
+    run_worker(redis_conn, settings)
+    queued = make_event("order.confirmed")
+    deliver(receiver, queued)
+    history.TALLY.flush()
+    return {"processed": price, "failed": order, "queued": queued}
+
+
+def test_overview_shows_queues_failures_workers_and_the_last_hour(mixed, console):
+    response = console.get("/")
+    assert response.status_code == 200
+    html = text(response)
+    cards = re.findall(r'<div class="card[^"]*"><b>(\d+)</b>([^<]*)', html)
+    assert ("1", "") in cards  # the failed events card, whose label is a link
+    assert ("0", "workers alive") in cards  # the burst worker is gone
+    assert ("1", "waiting in orders") in cards
+    rows = re.findall(r"<tr><td>(\w+)</td><td class=\"num\">(\d+)</td>", html)
+    assert rows == [("orders", "1"), ("prices", "0"), ("other", "0")]
+    # Three deliveries were accepted this minute; mails failed every try, books ran once.
+    assert "accepted: 3" in html and "rejected: 0" in html
+    failures = re.findall(r"<code>[^<]*\.(\w+)</code></td><td class=\"num[^\"]*\">(\d+)</td>", html)
+    assert failures == [("mails", "4"), ("books", "0")]
+    assert html.count('<rect class="ok"') >= 2 and '<rect class="bad"' in html
+
+
+def test_events_filter_by_status_type_id_and_time(mixed, console):
+    def ids(query):
+        response = console.get("/events" + query)
+        assert response.status_code == 200, text(response)
+        return re.findall(r'href="/events/(evt_\w+)"', text(response))
+
+    everything = ids("")
+    assert sorted(everything) == sorted(e["id"] for e in mixed.values())
+    assert ids("?status=failed") == [mixed["failed"]["id"]]
+    assert ids("?status=processed") == [mixed["processed"]["id"]]
+    assert sorted(ids("?type=order.*")) == sorted([mixed["failed"]["id"], mixed["queued"]["id"]])
+    assert ids("?type=price.updated&status=queued") == []
+    assert ids("?id=" + mixed["queued"]["id"][4:14]) == [mixed["queued"]["id"]]
+    assert sorted(ids("?since=2000-01-01T00:00")) == sorted(everything)
+    assert sorted(ids("?since=1h")) == sorted(everything)
+    assert ids("?until=2000-01-01T00:00") == []
+    # The handler that failed, by its short name, as `failed retry --handler` takes it.
+    assert ids("?handler=mails") == ids("?status=failed&handler=mails") == [mixed["failed"]["id"]]
+    assert ids("?handler=books") == []
+
+
+def test_events_are_paginated(state, receiver, settings, redis_conn, console, monkeypatch):
+    monkeypatch.setattr(console_app, "PAGE_SIZE", 2)
+    deliver(receiver, *[make_event("price.updated") for _ in range(5)])
+    seen = []
+    path = "/events"
+    while path:
+        html = text(console.get(path))
+        seen += re.findall(r'href="/events/(evt_\w+)"', html)
+        more = re.search(r'href="(\?[^"]+)" rel="next"', html)
+        path = "/events" + unescape(more.group(1)) if more else ""
+    assert len(seen) == len(set(seen)) == 5
+
+
+def test_bad_filters_are_explained_with_400(console):
+    response = console.get("/events?type=ord*er")
+    assert response.status_code == 400 and "bad event type pattern" in text(response)
+    response = console.get("/events?since=yesterday")
+    assert response.status_code == 400 and "since: want unix seconds" in text(response)
+    response = console.get("/events?status=lost")
+    assert response.status_code == 400 and "status: choose one of" in text(response)
+
+
+def test_one_event_with_envelope_attempts_request_id_and_headers(mixed, console, redis_conn):
+    event = mixed["failed"]
+    html = text(console.get(f"/events/{event['id']}"))
+    assert unescape(html).count(json.dumps(event, indent=2)) == 1  # pretty-printed envelope
+    assert re.search(r'<dt>status</dt><dd><span class="status s-failed">failed</span>', html)
+    assert re.search(r"<dt>failed last run</dt><dd><code>[^<]*mails</code></dd>", html)
+    # Every run with the failing handler's traceback.
+    runs = re.findall(r'<tr><td class="when">([^<]+)</td><td>([a-z ]+)</td>', html)
+    assert [outcome for _when, outcome in runs] == ["failed"] * 4
+    assert html.count("raise ConnectionRefusedError(&#34;mail server down&#34;)") == 4
+    assert html.count("ConnectionRefusedError: mail server down") == 4
+    assert re.search(r"<dt>handlers done</dt><dd><code>[^<]*books</code></dd>", html)
+    [archived] = [c for c in capture.read(redis_conn) if c.event_id == event["id"]]
+    assert archived.request_id.startswith("req_") and archived.request_id in html
+    assert "<th>Content-Type</th>" in html
+    assert "Retry this event" in html
+
+
+def test_a_secret_header_in_an_archive_is_redacted_and_no_secret_is_shown(
+    console, redis_conn, receiver, settings
+):
+    event = make_event("order.created")
+    body = json.dumps(event).encode()
+    fields = capture.entry(event, body, [])
+    # An archive written before headers were filtered (or by hand) still never shows them.
+    fields[fields.index("headers") + 1] = json.dumps({"TW-Signature": "t=1,v1=abcdef0123"})
+    redis_conn.xadd(capture.STREAM_KEY, dict(zip(fields[::2], fields[1::2], strict=True)))
+    html = text(console.get(f"/events/{event['id']}"))
+    assert "<th>TW-Signature</th>" in html and "[redacted]" in html
+    assert "abcdef0123" not in html
+    for path in ("/", "/events", "/failed", "/captured", f"/events/{event['id']}"):
+        assert TEST_SECRET not in text(console.get(path))
+
+
+def test_unknown_event_is_404(console):
+    response = console.get("/events/evt_nothing_here")
+    assert response.status_code == 404 and "No trace of event evt_nothing_here" in text(response)
+
+
+def test_retry_one_then_a_selection_then_everything_matching(
+    state, receiver, settings, redis_conn, console
+):
+    events = [make_event("order.created") for _ in range(4)]
+    deliver(receiver, *events)
+    run_worker(redis_conn, settings)
+    assert sorted(inspect_events.failed_ids(redis_conn)) == sorted(e["id"] for e in events)
+    state["broken"] = False
+    token = csrf(console, "/failed")
+
+    one = console.post("/failed/retry", data={"csrf": token, "id": events[0]["id"]})
+    assert one.status_code == 303 and "requeued=1" in one.headers["Location"]
+    selection = console.post(
+        "/failed/retry", data={"csrf": token, "id": [events[1]["id"], events[2]["id"]]}
+    )
+    assert "requeued=2" in selection.headers["Location"]
+    assert inspect_events.failed_ids(redis_conn) == [events[3]["id"]]
+    run_worker(redis_conn, settings)
+    # A filter that matches nothing requeues nothing; the matching one requeues the rest.
+    for nothing in ({"type": "price.*"}, {"handler": "books"}):
+        none = console.post("/failed/retry-matching", data={"csrf": token, **nothing})
+        assert "requeued=0" in none.headers["Location"]
+    rest = console.post(
+        "/failed/retry-matching", data={"csrf": token, "type": "order.*", "handler": "mails"}
+    )
+    assert "requeued=1" in rest.headers["Location"]
+    run_worker(redis_conn, settings)
+    for event in events:
+        assert inspect_events.show(redis_conn, event["id"]).status == "processed"
+    html = text(console.get(f"/events/{events[0]['id']}"))
+    runs = re.findall(r'<tr><td class="when">[^<]+</td><td>([a-z ]+)</td>', html)
+    assert runs == ["failed"] * (settings.retry_max + 1) + ["successful"]
+    page = text(console.get(rest.headers["Location"]))
+    assert "Requeued 1 event(s)" in page and "No failed events" in page
+
+
+def test_captured_list_and_export_as_json_lines(receiver, console):
+    events = [make_event("order.created"), make_event("price.updated")]
+    deliver(receiver, *events)
+    html = text(console.get("/captured"))
+    assert all(event["id"] in html for event in events)
+    export = console.get("/captured/export.jsonl?type=order.*")
+    assert export.status_code == 200
+    assert export.headers["Content-Disposition"].startswith('attachment; filename="captured-')
+    assert [json.loads(line) for line in export.get_data().splitlines()] == [events[0]]
+    everything = console.get("/captured/export.jsonl").get_data().splitlines()
+    assert [json.loads(line) for line in everything] == events
+
+
+def test_every_post_needs_the_sessions_csrf_token(mixed, console, settings, redis_conn):
+    failed_id = mixed["failed"]["id"]
+    assert console.post("/failed/retry", data={"id": failed_id}).status_code == 403
+    assert console.post("/failed/retry", data={"id": failed_id, "csrf": "x"}).status_code == 403
+    # Another session's token is refused as well: tokens are per session.
+    other = make_console(settings, redis_conn)
+    other_token = csrf(other)
+    stolen = console.post("/failed/retry", data={"id": failed_id, "csrf": other_token})
+    assert stolen.status_code == 403
+    assert inspect_events.failed_ids(redis_conn) == [failed_id]
+    ok = console.post("/failed/retry", data={"id": failed_id, "csrf": csrf(console)})
+    assert ok.status_code == 303 and inspect_events.failed_ids(redis_conn) == []
+
+
+def test_read_only_hides_the_actions_and_refuses_them(mixed, settings, redis_conn):
+    console = make_console(settings, redis_conn, read_only=True)
+    failed_id = mixed["failed"]["id"]
+    for path in ("/failed", f"/events/{failed_id}"):
+        html = text(console.get(path))
+        assert "read-only" in html and "Retry" not in html and "/failed/retry" not in html
+    token = csrf(console)
+    for action in ("/failed/retry", "/failed/retry-matching"):
+        response = console.post(action, data={"csrf": token, "id": failed_id})
+        assert response.status_code == 403 and "read-only" in text(response)
+    assert inspect_events.failed_ids(redis_conn) == [failed_id]
+
+
+def test_with_a_token_every_page_asks_for_it(settings, redis_conn):
+    console = make_console(settings, redis_conn, token=TOKEN)
+    first = console.get("/events?status=failed")
+    assert first.status_code == 302
+    assert first.headers["Location"] == "/login?next=/events?status%3Dfailed"
+    assert console.post("/failed/retry", data={"id": "evt_1"}).status_code == 401
+    wrong = console.post("/login", data={"csrf": csrf(console, "/login"), "token": "nope"})
+    assert wrong.status_code == 401 and "not the console" in text(wrong)
+    assert console.get("/").status_code == 302
+    login = console.post(
+        "/login",
+        data={"csrf": csrf(console, "/login"), "token": TOKEN, "next": "/events"},
+    )
+    assert login.status_code == 302 and login.headers["Location"] == "/events"
+    cookie = login.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
+    assert TOKEN not in cookie
+    assert console.get("/").status_code == 200
+    assert TOKEN not in text(console.get("/"))
+    logout = console.post("/logout", data={"csrf": csrf(console)})
+    assert logout.status_code == 302 and console.get("/").status_code == 302
+
+
+def test_the_login_cookie_is_secure_over_https_and_goes_only_to_safe_places(settings, redis_conn):
+    for elsewhere in ("//evil.example/", "/\\evil.example", "https://evil.example/"):
+        console = make_console(settings, redis_conn, token=TOKEN)
+        token = csrf(console, "https://localhost/login")
+        login = console.post(
+            "https://localhost/login",
+            data={"csrf": token, "token": TOKEN, "next": elsewhere},
+        )
+        assert "Secure" in login.headers["Set-Cookie"]
+        assert login.headers["Location"] == "/"  # never to another site
+    proxied = make_console(settings, redis_conn, token=TOKEN)
+    login = proxied.post(
+        "/login",
+        data={"csrf": csrf(proxied, "/login"), "token": TOKEN},
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert login.status_code == 302 and "Secure" in login.headers["Set-Cookie"]
+
+
+def test_a_bearer_token_works_without_a_cookie_or_csrf(mixed, settings, redis_conn):
+    console = make_console(settings, redis_conn, token=TOKEN)
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    assert console.get("/events", headers=good).status_code == 200
+    bad = console.get("/events", headers={"Authorization": "Bearer " + TOKEN[:-1] + "x"})
+    assert bad.status_code == 401
+    retried = console.post("/failed/retry", data={"id": mixed["failed"]["id"]}, headers=good)
+    assert retried.status_code == 303 and inspect_events.failed_ids(redis_conn) == []
+
+
+def test_security_headers_on_every_answer(console):
+    for response in (console.get("/"), console.get("/events/evt_none"), console.get("/login")):
+        headers = response.headers
+        csp = headers["Content-Security-Policy"]
+        assert csp.startswith("default-src 'self';") and "'unsafe-inline'" not in csp
+        assert headers["X-Frame-Options"] == "DENY"
+        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+    page = console.get("/failed")
+    nonce = re.search(r"style-src 'nonce-([^']+)'", page.headers["Content-Security-Policy"])
+    assert f'<style nonce="{nonce.group(1)}">' in text(page)
+    assert nonce.group(1) not in text(console.get("/failed"))  # a new nonce every time
+
+
+def test_hostile_content_is_shown_as_text(state, receiver, console, redis_conn, settings):
+    event = make_event("order.created", {"note": HOSTILE, HOSTILE: "key"})
+    deliver(receiver, event, **{"User-Agent": "<script>alert(1)</script>"})
+    run_worker(redis_conn, settings)
+    # An archive entry with an id and a type the receiver would refuse, written directly.
+    odd = {"id": '<img src=x onerror="alert(1)">', "type": "<script>alert(2)</script>"}
+    redis_conn.xadd(
+        capture.STREAM_KEY,
+        dict(zip(*[iter(capture.entry(odd, json.dumps(odd).encode(), []))] * 2, strict=True)),
+    )
+    pages = [
+        console.get(f"/events/{event['id']}"),
+        console.get("/captured"),
+        console.get("/events?id=%3Cscript%3Ealert(3)%3C/script%3E"),
+        console.get("/events?type=%3Cscript%3Ealert(4)"),
+        console.get("/events/%3Cscript%3Ealert(5)%3C%2Fscript%3E"),
+        console.get("/failed?since=%22%3E%3Cscript%3E"),
+        console.get("/events/" + odd["id"]),
+    ]
+    for response in pages:
+        html = text(response)
+        assert "<script>alert" not in html and "<img src=x" not in html, html
+        assert 'onerror="alert' not in html
+    assert "&lt;script&gt;alert(\\&#34;x\\&#34;)&lt;/script&gt;" in text(pages[0])
+    assert "ünïcødé ☃" in text(pages[0]) and "z" * 5000 in text(pages[0])
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text(pages[0])  # the User-Agent
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in text(pages[1])
+    assert pages[4].status_code == 404 and "&lt;script&gt;alert(5)" in text(pages[4])
+
+
+def test_redis_down_is_a_503_page(settings):
+    gone = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))  # fails at once
+    console = console_app.create_app(settings, gone).test_client()
+    response = console.get("/")
+    assert response.status_code == 503 and "Redis did not answer" in text(response)
+
+
+def test_no_public_binding_without_a_token(redis_url, monkeypatch, tmp_path, capsys):
+    check_binding("127.0.0.1", "")
+    check_binding("::1", "")
+    check_binding("localhost", "")
+    check_binding("0.0.0.0", TOKEN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.delenv("TW_CONSOLE_TOKEN", raising=False)
+    assert cli.main(["console", "--host", "0.0.0.0", "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "TW_CONSOLE_TOKEN is not set" in error
+
+
+def test_the_receiver_never_serves_the_console(client):
+    for path in ("/events", "/failed", "/captured", "/login"):
+        assert client.get(path).status_code == 404
+    assert COOKIE not in client.get("/healthz").headers.get("Set-Cookie", "")
