@@ -3,15 +3,22 @@
 Steps, each printed as it happens:
 1. bake the template with its defaults into build/demo/ (a fresh secret lands in .env);
 2. install the generated project into this virtualenv (editable, no downloads);
-3. start it with its own `dev` command: gunicorn + an RQ worker + an embedded Redis;
+3. start it with its own `dev --sandbox` command: gunicorn + an RQ worker + an embedded
+   Redis + the Tickets Wholesale API sandbox, which the handlers' `api` client calls;
 4. sign and send every sample event with its `replay` command, then send them all again;
-5. wait until the worker's handlers have logged each event, then stop everything.
+5. wait until the worker's handlers have run for each event (the `order.created` sample
+   handler asks the API for its order: the samples' orders are unknown to the sandbox);
+6. place an order in the sandbox, as the partner's shop would: the sandbox sends its
+   signed `order.created` webhook to the receiver, and the handler fetches the order from
+   the API. Then stop everything.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -21,12 +28,14 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 from cookiecutter.main import cookiecutter
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "demo"
 BIN = Path(sys.executable).parent
-HANDLER_MARK = ".handlers."
+HANDLER_RAN = re.compile(r"(evt_\w+): handler \S+ ok in")
+SANDBOX_URL = re.compile(r"API sandbox on (http://[\d.:]+)")
 TIMEOUT_SECONDS = 60
 
 
@@ -74,6 +83,22 @@ def wait_for_line(lines: queue.Queue, predicate, deadline: float) -> str:
     raise RuntimeError("timed out waiting for the receiver")
 
 
+def place_order(api_url: str) -> str:
+    """Order two seats through the sandbox's API, as a shop would; return the order id."""
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        credentials = {"client_id": "sandbox-client", "client_secret": "sandbox-secret"}
+        token = http.post(
+            "/v1/oauth/token", json={**credentials, "grant_type": "client_credentials"}
+        ).json()["access_token"]
+        order = http.post(
+            "/v1/orders",
+            json={"items": [{"listingId": "lst_7Qm2Floor", "quantity": 2}]},
+            headers={"Authorization": f"Bearer {token}", "Idempotency-Key": "demo-order"},
+        ).json()
+    print(f"placed order {order['id']} through {api_url}/v1/orders", flush=True)
+    return order["id"]
+
+
 def main() -> int:
     step("1. generate a receiver from the template (defaults)")
     project = bake()
@@ -84,10 +109,11 @@ def main() -> int:
     env["PYTHONUNBUFFERED"] = "1"
     port = free_port()
     samples = sorted((project / "samples" / "events").glob("*.json"))
+    sample_ids = {json.loads(path.read_text())["id"] for path in samples}
 
-    step(f"3. start it: {project.name} dev (web + worker + embedded Redis)")
+    step(f"3. start it: {project.name} dev --sandbox (web + worker + embedded Redis + API)")
     dev = subprocess.Popen(
-        [cli, "dev", "--no-reload", "--port", str(port)],
+        [cli, "dev", "--no-reload", "--sandbox", "--port", str(port)],
         cwd=project,
         env=env,
         stdout=subprocess.PIPE,
@@ -99,6 +125,8 @@ def main() -> int:
     status = 1
     try:
         deadline = time.monotonic() + TIMEOUT_SECONDS
+        line = wait_for_line(lines, lambda line: SANDBOX_URL.search(line), deadline)
+        api_url = SANDBOX_URL.search(line).group(1)
         wait_for_line(lines, lambda line: "listening on" in line, deadline)
         wait_for_line(lines, lambda line: "Booting worker" in line, deadline)
         time.sleep(0.5)
@@ -111,12 +139,17 @@ def main() -> int:
                 [cli, "replay", "--url", url, "samples/events"], cwd=project, env=env, check=True
             )
 
-        step("5. the worker runs each event's handler once")
-        handled = 0
-        while handled < len(samples):
-            wait_for_line(lines, lambda line: HANDLER_MARK in line, deadline)
-            handled += 1
-        print(f"\nall {handled} sample events were processed by their handlers, once each")
+        step("5. the worker runs each event's handlers once")
+        waiting = set(sample_ids)
+        while waiting:
+            line = wait_for_line(lines, lambda line: HANDLER_RAN.search(line), deadline)
+            waiting.discard(HANDLER_RAN.search(line).group(1))
+        print(f"\nall {len(samples)} sample events were processed by their handlers, once each")
+
+        step("6. place an order in the API sandbox; its webhook comes back to the handler")
+        order_id = place_order(api_url)
+        wait_for_line(lines, lambda line: f"fetched order {order_id}" in line, deadline)
+        print(f"\nthe order.created handler fetched {order_id} from the API: the whole loop")
         status = 0
     finally:
         step("stopping everything the demo started")

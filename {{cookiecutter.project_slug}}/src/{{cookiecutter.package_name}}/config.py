@@ -18,6 +18,8 @@ REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 # The package whose every module is imported for `@on` handlers; TW_HANDLERS_PACKAGE
 # names another, or none when set empty.
 DEFAULT_HANDLERS_PACKAGE = f"{__package__}.handlers"
+# The API's sandbox environment, for testing and certification (the API's docs).
+DEFAULT_API_BASE_URL = "https://api.sandbox.wholesaletickets.ca"
 
 
 class ConfigError(Exception):
@@ -51,9 +53,12 @@ class Settings:
     # The receiver's metrics, served by gunicorn's master on a port of their own (0: off).
     metrics_port: int = 9180
     metrics_addr: str = "0.0.0.0"
+    api_base_url: str = DEFAULT_API_BASE_URL
     api_client_id: str = ""
     api_client_secret: str = field(default="", repr=False)
     console_token: str = field(default="", repr=False)
+    api_scopes: tuple[str, ...] = ()
+    api_timeout_seconds: int = 10
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -63,6 +68,19 @@ class Settings:
                 "(several, comma-separated, while you rotate secrets)"
             )
         return self.secrets
+
+    def require_api_credentials(self) -> tuple[str, str]:
+        """The API client's id and secret; raises naming the first one missing."""
+        for name, value in (
+            ("TW_API_CLIENT_ID", self.api_client_id),
+            ("TW_API_CLIENT_SECRET", self.api_client_secret),
+        ):
+            if not value:
+                raise ConfigError(
+                    f"{name} is not set: set TW_API_CLIENT_ID and TW_API_CLIENT_SECRET to your "
+                    "API credentials (or run `dev --sandbox`) to call the Tickets Wholesale API"
+                )
+        return self.api_client_id, self.api_client_secret
 
     @property
     def retry_intervals(self) -> list[int]:
@@ -121,6 +139,13 @@ def _handler_modules(env: Mapping[str, str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys([package, *extra] if package else extra))
 
 
+def _api_base_url(env: Mapping[str, str]) -> str:
+    url = env.get("TW_API_BASE_URL", "").strip().rstrip("/") or DEFAULT_API_BASE_URL
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(f"TW_API_BASE_URL must start with https:// or http://, got {url!r}")
+    return url
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Build `Settings` from `env` (default: `.env` merged under `os.environ`)."""
     if env is None:
@@ -161,9 +186,12 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         worker_metrics_port=_int(env, "TW_WORKER_METRICS_PORT", 0, maximum=65535),
         metrics_port=_int(env, "TW_METRICS_PORT", Settings.metrics_port, maximum=65535),
         metrics_addr=env.get("TW_METRICS_ADDR", "").strip() or Settings.metrics_addr,
+        api_base_url=_api_base_url(env),
         api_client_id=env.get("TW_API_CLIENT_ID", "").strip(),
         api_client_secret=env.get("TW_API_CLIENT_SECRET", "").strip(),
         console_token=env.get("TW_CONSOLE_TOKEN", "").strip(),
+        api_scopes=tuple(env.get("TW_API_SCOPES", "").replace(",", " ").split()),
+        api_timeout_seconds=_int(env, "TW_API_TIMEOUT_SECONDS", 10, minimum=1),
     )
 
 

@@ -18,7 +18,8 @@ import redis
 from rq import get_current_job
 
 from . import history, metrics
-from .config import settings_from_env
+from .api import handler_run
+from .config import Settings, settings_from_env
 from .events import Event
 from .registry import registry
 
@@ -92,6 +93,9 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
     if not handlers:
         log.info("%s %s: no handler registered; acknowledged and dropped", event.type, event.id)
         return []
+    # The API client's calls end before RQ would stop the job (`api/idempotency.py`).
+    timeout = job.timeout if job is not None and job.timeout else Settings.job_timeout_seconds
+    deadline = time.monotonic() + timeout
     ran: list[str] = []
     failures: dict[str, BaseException] = {}
     if job is not None:
@@ -102,7 +106,8 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
             continue
         started = time.perf_counter()
         try:
-            handler.func(event)
+            with handler_run(event.id, handler.name, deadline):
+                handler.func(event)
         except Exception as exc:
             failures[handler.name] = exc
             _record_run(event, handler.name, started, exc)

@@ -208,3 +208,20 @@ def start_sandbox() -> Iterator[Callable[..., Sandbox]]:
 def sandbox(start_sandbox: Callable[..., Sandbox]) -> Sandbox:
     """A sandbox with the default options (100 requests/s, no faults, no webhooks)."""
     return start_sandbox()
+
+
+@pytest.fixture
+def api_sandbox(
+    sandbox: Sandbox, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Sandbox]:
+    """The `sandbox`, with the handlers' shared `api` client pointed at it (and at the
+    private Redis) for the test: your handlers call it as they would call the API."""
+    from .api import api
+
+    monkeypatch.setenv("TW_API_BASE_URL", sandbox.url)
+    monkeypatch.setenv("TW_API_CLIENT_ID", sandbox.client_id)
+    monkeypatch.setenv("TW_API_CLIENT_SECRET", sandbox.client_secret)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    api.reset()
+    yield sandbox
+    api.reset()

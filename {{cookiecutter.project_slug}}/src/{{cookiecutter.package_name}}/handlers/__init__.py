@@ -16,9 +16,19 @@ project does not know yet. A handler that raises is retried with exponential bac
 handlers that already succeeded for that event are not run again. Keep handlers
 idempotent anyway: a worker killed between a handler's success and its bookkeeping will
 run that handler once more.
+
+`api` calls the Tickets Wholesale API (see docs/api-client.md); its writes carry
+idempotency keys that repeat when a handler runs again, so they take effect once::
+
+    from . import Event, api, on
+
+    @on("order.created")
+    def fetch(event: Event) -> None:
+        order = api.get_order(event.object["id"])
 """
 
+from ..api import ApiError, api
 from ..events import Event
 from ..registry import on
 
-__all__ = ["Event", "on"]
+__all__ = ["ApiError", "Event", "api", "on"]

@@ -1,0 +1,203 @@
+"""API client figures, against the project's own API sandbox (run as its `sandbox` command).
+
+1. Overhead: sequential `GET /v1/health` calls through the project's `Client` (token,
+   shared rate budget in Redis, retry bookkeeping) against the same calls through a bare
+   `httpx.Client` holding the same token. Rounds alternate between the two and the median
+   round of each is kept; the target is an overhead within 10 %.
+2. Budget use: the sandbox limited to L requests/s, 3 `worker` processes draining events
+   whose handler makes one API call each. Events handled per second / L (target >= 0.9),
+   taken from the jobs' own start and end stamps, and the 429s the sandbox answered
+   (target 0: the shared budget holds the workers back before the server has to).
+
+Run from the template's root with its virtualenv:
+    .venv/bin/python benchmarks/api_client.py [--project PATH] [--limit 50] [--events 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import drain  # same folder: throughput from the jobs' own stamps
+import httpx
+import redis
+
+HERE = Path(__file__).resolve().parent
+TEMPLATE = HERE.parent
+
+CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
+
+
+def bake(output_dir: Path) -> Path:
+    from cookiecutter.main import cookiecutter
+
+    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir)))
+
+
+def project_env(
+    project: Path, package: str, redis_url: str, **extra: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TW_")}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(project / "src"), str(HERE)]),
+        REDIS_URL=redis_url,
+        BENCH_PACKAGE=package,
+        TW_API_CLIENT_ID=CLIENT_ID,
+        TW_API_CLIENT_SECRET=CLIENT_SECRET,
+        TW_LOG_LEVEL="WARNING",
+        **extra,
+    )
+    return env
+
+
+@contextlib.contextmanager
+def sandbox(project: Path, package: str, env: dict, rate_limit: int):
+    """The project's `sandbox` command on a free port; yields its URL."""
+    port = importlib.import_module(f"{package}.embedded_redis").free_port()
+    command = [sys.executable, "-m", package, "sandbox", "--port", str(port)]
+    command += ["--rate-limit", str(rate_limit)]
+    process = subprocess.Popen(
+        command,
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                stats(url)
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the sandbox did not start") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def stats(url: str) -> dict:
+    with urllib.request.urlopen(url + "/_sandbox/stats", timeout=2) as response:
+        return json.loads(response.read())
+
+
+def measure_overhead(package: str, url: str, conn: redis.Redis, calls: int, rounds: int):
+    """Median microseconds per call, of wall time and of CPU time (this process plus Redis):
+    {"client": (wall, cpu), "httpx": (wall, cpu)}."""
+    client_mod = importlib.import_module(f"{package}.api.client")
+    client = client_mod.Client(url, CLIENT_ID, CLIENT_SECRET, conn)
+    client.health()  # the token, and a warm connection
+    token = client.http.auth._local.value
+    bare = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"})
+    bare.get("/v1/health").raise_for_status()
+
+    def redis_cpu() -> float:
+        info = conn.info("cpu")
+        return info["used_cpu_user"] + info["used_cpu_sys"]
+
+    def timed(call) -> tuple[float, float]:
+        wall, cpu, server = time.perf_counter(), time.process_time(), redis_cpu()
+        for _ in range(calls):
+            call()
+        cpu = time.process_time() - cpu + redis_cpu() - server
+        return (time.perf_counter() - wall) / calls * 1e6, cpu / calls * 1e6
+
+    figures: dict[str, list] = {"client": [], "httpx": []}
+    for _ in range(rounds):
+        figures["httpx"].append(timed(lambda: bare.get("/v1/health").raise_for_status()))
+        figures["client"].append(timed(client.health))
+    client.close()
+    bare.close()
+    return {
+        name: tuple(statistics.median(run[i] for run in runs) for i in (0, 1))
+        for name, runs in figures.items()
+    }
+
+
+def measure_budget(project: Path, package: str, env: dict, conn, url: str, events: int):
+    """Events per second through 3 workers whose handler makes one call each."""
+    config = importlib.import_module(f"{package}.config")
+    intake_mod = importlib.import_module(f"{package}.intake")
+    testing = importlib.import_module(f"{package}.testing")
+    intake = intake_mod.Intake(conn, config.Settings(secrets=("bench",)))
+    ids = []
+    for _ in range(events):
+        event = testing.make_event("price.updated", {"listingId": "lst_7Qm2Floor"})
+        intake.submit(event)
+        ids.append(event["id"])
+    worker_env = {
+        **env,
+        "TW_API_BASE_URL": url,
+        "TW_HANDLER_MODULES": "api_call_handlers",
+    }
+    command = [sys.executable, "-m", package, "worker", "--burst"]
+    workers = [subprocess.Popen(command, cwd=project, env=worker_env) for _ in range(3)]
+    for process in workers:
+        process.wait()
+    return drain.jobs_per_second(conn, ids)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--project", type=Path, help="a default bake (default: bake one now)"
+    )
+    parser.add_argument("--package", default="tw_webhook_receiver")
+    parser.add_argument(
+        "--calls", type=int, default=300, help="calls per overhead round"
+    )
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--limit", type=int, default=50, help="sandbox requests/s (budget)"
+    )
+    parser.add_argument(
+        "--events", type=int, default=500, help="events for the budget run"
+    )
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="tw-bench-api-") as scratch:
+        project = args.project.resolve() if args.project else bake(Path(scratch))
+        sys.path.insert(0, str(project / "src"))
+        embedded = importlib.import_module(f"{args.package}.embedded_redis")
+        with embedded.EmbeddedRedis() as server:
+            conn = redis.Redis.from_url(server.url)
+            env = project_env(project, args.package, server.url)
+
+            with sandbox(project, args.package, env, rate_limit=1_000_000) as url:
+                figures = measure_overhead(args.package, url, conn, args.calls, args.rounds)
+            (wall, cpu), (bare_wall, bare_cpu) = figures["client"], figures["httpx"]
+            print(f"overhead: client {wall:.0f} us/call, bare httpx {bare_wall:.0f} us/call: "
+                  f"{(wall / bare_wall - 1) * 100:+.1f} % of wall time (target within 10 %); "
+                  f"CPU of the caller and Redis {cpu:.0f} against {bare_cpu:.0f} us/call "
+                  f"({(cpu / bare_cpu - 1) * 100:+.1f} %); {args.rounds} rounds of {args.calls} "
+                  "GET /v1/health, medians")  # fmt: skip
+
+            conn.flushdb()
+            with sandbox(project, args.package, env, rate_limit=args.limit) as url:
+                rate = measure_budget(
+                    project, args.package, env, conn, url, args.events
+                )
+                counted = stats(url)
+            refused = counted["byStatus"].get("429", 0)
+            print(f"budget: {rate:.1f} events/s with the sandbox at {args.limit} requests/s "
+                  f"and 3 workers: {rate / args.limit:.2f} of the limit (target >= 0.9); "
+                  f"429s answered: {refused} (target 0); sandbox: {counted['byStatus']}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

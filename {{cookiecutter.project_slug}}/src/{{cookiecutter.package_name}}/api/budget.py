@@ -1,0 +1,255 @@
+"""One rate budget for every process calling the API with the same credentials.
+
+The API counts requests per client in windows and says, on every answer, how many the
+window allows (`X-RateLimit-Limit`), how many are left (`X-RateLimit-Remaining`) and when it
+ends (`X-RateLimit-Reset`, epoch seconds). A worker reading that alone would learn of the
+limit only from a 429, and every worker would. Here every process spends from one count in
+Redis: `take()` asks a small script for slots (an eighth of those left, at least one, spent
+before asking again), and waits for the window's end when none is left; after the answer
+`settle()` folds in what the server said, without waiting for Redis' reply.
+A 429 pauses every process until the reset. The scripts read Redis' own clock (`TIME`), so
+processes on hosts whose clocks disagree still agree with each other.
+
+The count is the lower of the server's figure and ours, since ours also holds the requests
+still on their way. When a window ends, a full one begins less the requests still in
+flight, which the server may count in the new window. Nothing is known before the first
+answer, so the first requests just go.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+import hiredis
+import httpx
+import redis
+from redis.commands.core import Script
+
+from ..connection import ScriptRunner
+
+KEY_PREFIX = "tw:api:budget:"
+KEY_TTL_SECONDS = 3600
+# A window's slots are all taken and its end is not known yet: look again this soon.
+UNKNOWN_END_POLL_MS = 50
+# A request in flight longer than this is forgotten (its process died, or it timed out).
+IN_FLIGHT_MAX_MS = 120_000
+# A process takes this share of the slots left in a window at once (at least one), and
+# spends them without asking Redis again: most calls cost no Redis round trip at all.
+LEASE_SHARE = 8
+# A request sent this close to its window's end may reach the server in the next window:
+# it is tracked as in flight, so that the next window starts with its slot taken.
+STRADDLE_SECONDS = 0.25
+# Answers of scripts sent without waiting that may pile up before they are read.
+MAX_UNANSWERED = 64
+
+# KEYS: budget hash, in-flight set. ARGV: ticket, poll ms, in-flight max ms, lease share.
+# Returns {slots, ms}: slots > 0 is a lease of that many slots (the first one in flight
+# for the ticket) usable for ms more (-1: for this request alone); 0 slots means wait ms.
+TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local s = redis.call('HMGET', KEYS[1], 'paused_until', 'reset', 'remaining', 'limit')
+local paused, reset = tonumber(s[1]) or 0, tonumber(s[2])
+local remaining, limit = tonumber(s[3]), tonumber(s[4])
+if paused > now then return {0, paused - now} end
+local slots, valid = 1, -1
+if remaining ~= nil then
+  if reset ~= nil and now >= reset * 1000 then
+    -- The window the server spoke of is over: a new one, less what is still in flight.
+    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
+    remaining = (limit or remaining) - redis.call('ZCARD', KEYS[2])
+    redis.call('HDEL', KEYS[1], 'reset')
+    reset = nil
+  end
+  if remaining <= 0 then
+    redis.call('HSET', KEYS[1], 'remaining', remaining)
+    if reset ~= nil then return {0, reset * 1000 - now} end
+    return {0, tonumber(ARGV[2])}
+  end
+  if reset ~= nil then
+    slots = math.max(1, math.floor(remaining / tonumber(ARGV[4])))
+    valid = reset * 1000 - now
+  end
+  redis.call('HSET', KEYS[1], 'remaining', remaining - slots)
+end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return {slots, valid}
+"""
+
+# KEYS: in-flight set. ARGV: ticket. A request on a leased slot is on its way.
+START = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
+return 0
+"""
+
+# KEYS: budget hash, in-flight set. ARGV: ticket, status, limit, remaining, reset,
+# retry-after ms ('' when absent), key ttl seconds.
+SETTLE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local status, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local remaining, reset, retry_after = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if limit ~= nil then redis.call('HSET', KEYS[1], 'limit', limit) end
+if status == 429 then
+  local pause = now + 1000
+  if reset ~= nil then pause = reset * 1000 end
+  if retry_after ~= nil and (reset == nil or now + retry_after < pause) then
+    pause = now + retry_after
+  end
+  local paused = tonumber(redis.call('HGET', KEYS[1], 'paused_until')) or 0
+  if pause > paused then redis.call('HSET', KEYS[1], 'paused_until', pause) end
+  remaining = 0
+end
+if remaining ~= nil and reset ~= nil then
+  local s = redis.call('HMGET', KEYS[1], 'reset', 'remaining')
+  local known_reset, known = tonumber(s[1]), tonumber(s[2])
+  if known_reset ~= nil and reset < known_reset then
+    -- news of a window already over: nothing to learn
+  elseif known == nil or (known_reset ~= nil and reset > known_reset) then
+    redis.call('HSET', KEYS[1], 'reset', reset, 'remaining', remaining)
+  else
+    redis.call('HSET', KEYS[1], 'reset', reset, 'remaining', math.min(known, remaining))
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('EXPIRE', KEYS[2], ARGV[7])
+return 0
+"""
+
+
+class PipelinedRunner(ScriptRunner):
+    """A `ScriptRunner` that can also send a script without waiting for its answer.
+
+    Redis runs it as soon as it arrives; the answer is read later, when it is already
+    there, or before the thread's next waited-for command. `settle()` goes this way and,
+    with the slots leased by `take()`, most calls make no Redis round trip at all: on a
+    busy host a round trip is a wait for the Redis process to be scheduled.
+    """
+
+    def send(self, script: Script, keys: list, args: list) -> None:
+        unanswered = self._read_unanswered(wait=len(self._unanswered()) >= MAX_UNANSWERED)
+        command = hiredis.pack_command(("EVALSHA", script.sha, len(keys), *keys, *args))
+        connection = self._connection()
+        try:
+            connection.connect()
+            connection.send_packed_command([command], check_health=False)
+        except (redis.ConnectionError, redis.TimeoutError):
+            connection.disconnect()
+            unanswered.clear()
+            self.run(script, keys, args)  # through the runner's reconnect and retry
+            return
+        unanswered.append(script)
+
+    def run(self, script: Script, keys, args) -> object:
+        self._read_unanswered(wait=True)
+        return super().run(script, keys, args)
+
+    def _unanswered(self) -> list[Script]:
+        local = self._local
+        if getattr(local, "unanswered_pid", None) != os.getpid():
+            local.unanswered, local.unanswered_pid = [], os.getpid()
+        return local.unanswered
+
+    def _read_unanswered(self, wait: bool) -> list[Script]:
+        """Read the answers that are there (all of them if `wait`); the scripts still
+        unanswered."""
+        unanswered = self._unanswered()
+        connection = self._connection()
+        try:
+            while unanswered and (wait or connection.can_read(timeout=0)):
+                script = unanswered.pop(0)
+                try:
+                    connection.read_response()
+                except redis.exceptions.NoScriptError:
+                    self.client.script_load(script.script)  # lost once; loaded for the next
+                except redis.ResponseError:
+                    pass  # the budget stays as it was; the server's next figures correct it
+        except (redis.ConnectionError, redis.TimeoutError):
+            connection.disconnect()  # what was sent is gone with it
+            unanswered.clear()
+        return unanswered
+
+
+class Budget:
+    """The shared request budget of one API client identity."""
+
+    def __init__(self, connection: redis.Redis, identity: str) -> None:
+        self.keys = [KEY_PREFIX + identity, KEY_PREFIX + identity + ":in-flight"]
+        self._runner = PipelinedRunner(connection)
+        self._take = Script(connection, TAKE)
+        self._start = Script(connection, START)
+        self._settle = Script(connection, SETTLE)
+        self._lock = threading.Lock()
+        self._leased = 0  # slots taken from Redis and not spent yet
+        self._lease_ends = 0.0  # time.monotonic() when they lapse with their window
+        self._lease_pid = 0  # a forked child does not spend its parent's slots
+        self._known_reset = ""  # the last window end told to Redis by this process
+
+    def take(self, deadline: float) -> str | None:
+        """Wait for a slot; its ticket for `settle()`, or None if no slot comes before
+        `deadline` (time.monotonic())."""
+        with self._lock:
+            now = time.monotonic()
+            if self._leased and self._lease_pid == os.getpid() and now < self._lease_ends:
+                self._leased -= 1
+                if self._lease_ends - now > STRADDLE_SECONDS:
+                    return ""  # lands well inside its window: nothing to track
+                ticket = uuid.uuid4().hex  # may arrive in the next window: counted there
+                self._runner.send(self._start, self.keys[1:], [ticket])
+                return ticket
+        ticket = uuid.uuid4().hex
+        while True:
+            args = [ticket, UNKNOWN_END_POLL_MS, IN_FLIGHT_MAX_MS, LEASE_SHARE]
+            started = time.monotonic()
+            slots, ms = (int(n) for n in self._runner.run(self._take, self.keys, args))
+            if slots:
+                if slots > 1:
+                    with self._lock:
+                        self._leased, self._lease_ends = slots - 1, started + ms / 1000
+                        self._lease_pid = os.getpid()
+                return ticket
+            if time.monotonic() + ms / 1000 > deadline:
+                return None
+            time.sleep(ms / 1000)
+
+    def settle(self, ticket: str, response: httpx.Response | None) -> None:
+        """The request of `ticket` is over: fold in the server's rate-limit headers and a
+        429 (`response` is None when no answer came). Skipped when it would teach the
+        budget nothing: an untracked request, in a window already known, with more than a
+        quarter of its requests left."""
+        headers = response.headers if response is not None else {}
+        status = response.status_code if response is not None else None
+        limit, remaining = headers.get("X-RateLimit-Limit"), headers.get("X-RateLimit-Remaining")
+        reset = headers.get("X-RateLimit-Reset", "")
+        if not ticket and status != 429:
+            plenty = limit and remaining and remaining.isdigit() and int(remaining) * 4 > int(limit)
+            if (reset == self._known_reset and plenty) or not (limit and remaining):
+                return
+        self._known_reset = reset
+        args = [
+            ticket,
+            status or "",
+            limit or "",
+            remaining or "",
+            reset,
+            _milliseconds(headers.get("Retry-After")),
+            KEY_TTL_SECONDS,
+        ]
+        if status == 429:
+            with self._lock:
+                self._leased = 0  # the server disagrees: nothing more without asking
+            self._runner.run(self._settle, self.keys, args)  # the pause, before any retry
+        else:
+            self._runner.send(self._settle, self.keys, args)
+
+
+def _milliseconds(seconds: str | None) -> str:
+    try:
+        return str(int(float(seconds) * 1000)) if seconds else ""
+    except ValueError:
+        return ""

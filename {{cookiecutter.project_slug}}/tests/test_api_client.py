@@ -1,0 +1,304 @@
+"""The API client over real HTTP against the sandbox, with the project's private Redis."""
+
+import json
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from processes import PROJECT_ROOT, project_env
+
+from {{ cookiecutter.package_name }}.api import ApiError, Client, handler_run
+from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.sandbox import running
+
+SHOW = "12345"  # the sandbox's seeded show
+
+
+@pytest.fixture
+def make_client(redis_conn):
+    clients = []
+
+    def make(sandbox=None, **options):
+        options.setdefault("retry_base", 0.05)
+        if sandbox is not None:
+            options.setdefault("base_url", sandbox.url)
+            options.setdefault("client_id", sandbox.client_id)
+            options.setdefault("client_secret", sandbox.client_secret)
+        client = Client(connection=redis_conn, **options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+def test_one_token_serves_many_calls_and_clients(sandbox, make_client):
+    first, second = make_client(sandbox), make_client(sandbox)
+    for _ in range(3):
+        assert first.health()
+        assert second.health()
+    stats = sandbox.stats()
+    assert stats["tokensIssued"] == 1
+    assert stats["byStatus"] == {"200": 7}  # the token request and six calls
+
+
+def test_worker_processes_share_one_token(sandbox, redis_url):
+    code = (
+        "import sys, redis\n"
+        "from {{ cookiecutter.package_name }}.api.client import Client\n"
+        "url, client_id, secret, redis_url = sys.argv[1:]\n"
+        "client = Client(url, client_id, secret, redis.Redis.from_url(redis_url))\n"
+        "client.health()\n"
+        "print(client.http.auth._local.value)\n"
+    )
+    args = [sandbox.url, sandbox.client_id, sandbox.client_secret, redis_url]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, *args],
+            cwd=PROJECT_ROOT,
+            env=project_env(redis_url),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    tokens = {process.communicate(timeout=60)[0].strip() for process in processes}
+    assert [process.returncode for process in processes] == [0, 0]
+    assert len(tokens) == 1
+    assert sandbox.stats()["tokensIssued"] == 1
+
+
+def test_a_token_is_renewed_before_it_expires(start_sandbox, make_client):
+    sandbox = start_sandbox(token_ttl=1)  # kept 0.9 s, renewed after 0.675 s
+    client = make_client(sandbox)
+    client.health()
+    time.sleep(0.75)
+    client.health()
+    assert sandbox.stats()["tokensIssued"] == 2
+    time.sleep(0.95)  # past the expiry of a token nobody renewed
+    client.health()
+    stats = sandbox.stats()
+    assert stats["tokensIssued"] == 3
+    assert "401" not in stats["byStatus"]
+
+
+def test_a_401_fetches_one_new_token_and_retries_once(sandbox, make_client, redis_conn):
+    client = make_client(sandbox)
+    client.health()
+    key = client.http.auth.key
+    stored = json.loads(redis_conn.get(key))
+    redis_conn.set(key, json.dumps({**stored, "token": "tok_revoked"}), keepttl=True)
+    fresh = make_client(sandbox)  # knows only what Redis says: a token the API rejects
+    assert fresh.health()
+    stats = sandbox.stats()
+    assert stats["byStatus"]["401"] == 1
+    assert stats["tokensIssued"] == 2
+
+
+def test_wrong_credentials_fail_once_without_a_loop(sandbox, make_client):
+    client = make_client(sandbox, client_secret="wrong")
+    with pytest.raises(ApiError) as caught:
+        client.health()
+    assert (caught.value.status, caught.value.code) == (401, "invalid_client")
+    assert sandbox.stats()["byStatus"] == {"401": 1}
+
+
+def test_a_429_waits_for_the_reset_then_succeeds(start_sandbox, make_client):
+    sandbox = start_sandbox(rate_limit=3)
+    client = make_client(sandbox)
+    client.health()  # a token, and the budget learns the limit
+    token = client.http.auth._local.value
+    while time.time() % 1 > 0.3:  # room to spend a whole window before it ends
+        time.sleep(0.02)
+    window = int(time.time())
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}) as other:
+        # Another program with our credentials spends the window, unknown to the budget.
+        statuses = [other.get(sandbox.url + "/v1/health").status_code for _ in range(4)]
+    assert statuses[-1] == 429
+    assert client.health()
+    assert time.time() >= window + 1  # it waited for the next window
+    assert sandbox.stats()["byStatus"]["429"] >= 2
+
+
+def test_the_shared_budget_waits_instead_of_reaching_the_limit(start_sandbox, make_client):
+    sandbox = start_sandbox(rate_limit=6)
+    clients = [make_client(sandbox) for _ in range(3)]
+    started = time.monotonic()
+    for n in range(13):
+        clients[n % 3].health()
+    assert sandbox.stats()["byStatus"] == {"200": 14}
+    assert time.monotonic() - started >= 1  # 14 requests at 6 per second: three windows
+
+
+def test_5xx_are_retried(start_sandbox, make_client):
+    sandbox = start_sandbox(fail_rate=0.5, seed=50)
+    client = make_client(sandbox)
+    for _ in range(5):
+        assert client.health()
+    stats = sandbox.stats()
+    assert stats["faultsInjected"] >= 2
+    assert stats["byStatus"]["200"] == 6
+
+
+def test_network_errors_are_retried(make_client):
+    port = free_port()
+    started = threading.Event()
+    sandboxes = []
+
+    def start_later():
+        time.sleep(0.4)
+        sandboxes.append(running(port=port))
+        sandboxes[0].__enter__()
+        started.set()
+
+    from {{ cookiecutter.package_name }}.sandbox import Options
+
+    thread = threading.Thread(target=start_later)
+    client = make_client(
+        base_url=f"http://127.0.0.1:{port}",
+        client_id=Options.client_id,
+        client_secret=Options.client_secret,
+        retry_base=0.2,
+    )
+    thread.start()
+    try:
+        assert client.health()  # refused at first, then answered
+    finally:
+        thread.join()
+        if started.is_set():
+            sandboxes[0].__exit__(None, None, None)
+
+
+def test_a_call_in_a_handler_gives_up_before_the_job_ends(start_sandbox, make_client):
+    sandbox = start_sandbox(latency_ms=1500)
+    client = make_client(sandbox)
+    started = time.monotonic()
+    with handler_run("evt_1", "h", started + 1.5), pytest.raises(ApiError) as caught:
+        client.health()  # the job has 1.5 s left; the call gives up a second before that
+    assert time.monotonic() - started < 1.0
+    assert (caught.value.status, caught.value.code) == (None, "timeout")
+
+
+def test_no_answer_at_all_is_an_api_error(make_client):
+    url = f"http://127.0.0.1:{free_port()}"
+    client = make_client(base_url=url, client_id="c", client_secret="s")
+    client.call_seconds = 1
+    with pytest.raises(ApiError) as caught:
+        client.health()
+    assert (caught.value.status, caught.value.code) == (None, "network_error")
+
+
+@pytest.mark.parametrize(
+    ("call", "status", "code"),
+    [
+        (lambda c: c.get_order("ord_missing"), 404, "order_not_found"),
+        (lambda c: c.create_order([{"listingId": "lst_x"}]), 422, "validation_failed"),
+        (lambda c: c.get("/v1/inventory/search"), 400, None),
+    ],
+)
+def test_other_4xx_are_not_retried(sandbox, make_client, call, status, code):
+    client = make_client(sandbox)
+    client.health()
+    with pytest.raises(ApiError) as caught:
+        call(client)
+    error = caught.value
+    assert error.status == status
+    assert code is None or error.code == code
+    assert error.message
+    assert error.request_id.startswith("req_")
+    assert sandbox.stats()["requests"] == 3  # token, health, the one failed call
+
+
+def test_403_is_not_retried(sandbox, make_client):
+    client = make_client(sandbox, scopes=("inventory.read",))
+    with pytest.raises(ApiError) as caught:
+        client.create_order([{"listingId": "lst_x", "quantity": 1}])
+    assert (caught.value.status, caught.value.code) == (403, "insufficient_scope")
+    assert sandbox.stats()["byStatus"] == {"200": 1, "403": 1}
+
+
+def test_409_is_retried_until_the_first_request_answers(start_sandbox, make_client):
+    sandbox = start_sandbox(latency_ms=300)
+    client = make_client(sandbox)
+    client.health()
+    listing = first_listing(client)
+    orders = []
+
+    def create():
+        with handler_run("evt_same", "handlers.book", time.monotonic() + 30):
+            orders.append(client.create_order([{"listingId": listing, "quantity": 1}]))
+
+    threads = [threading.Thread(target=create) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    for thread in threads:
+        thread.join()
+    stats = sandbox.stats()
+    assert stats["byStatus"].get("409", 0) >= 1
+    assert [o["id"] for o in orders] == [orders[0]["id"]] * 2
+    assert stats["orders"] == 1
+
+
+def first_listing(client) -> str:
+    return next(client.search_inventory(SHOW))["listingId"]
+
+
+def test_pagination_reads_every_page(sandbox, make_client):
+    client = make_client(sandbox)
+    listings = list(client.search_inventory(SHOW, limit=7))
+    one_page = client.get("/v1/inventory/search", {"eventId": SHOW, "limit": 100})
+    assert len(listings) > 7
+    assert [x["listingId"] for x in listings] == [x["listingId"] for x in one_page["items"]]
+    assert sum(x.get("available", x.get("quantity", 0)) for x in listings) >= 1000
+    created = [
+        client.create_order([{"listingId": listings[n]["listingId"], "quantity": 1}])["id"]
+        for n in range(5)
+    ]
+    assert sorted(o["id"] for o in client.list_orders(limit=2)) == sorted(created)
+
+
+def test_a_write_that_timed_out_is_sent_again_with_its_key(start_sandbox, make_client):
+    sandbox = start_sandbox(latency_ms=400)
+    client, reader = make_client(sandbox, timeout=0.25), make_client(sandbox)
+    listing = first_listing(reader)
+    order = client.create_order([{"listingId": listing, "quantity": 1}])
+    # Timed out, then 409 while the first attempt still ran, then its stored answer.
+    stats = sandbox.stats()
+    assert stats["orders"] == 1
+    assert stats["idempotentReplays"] == 1
+    assert reader.get_order(order["id"])["id"] == order["id"]
+
+
+def test_writes_outside_a_handler_are_separate_effects(start_sandbox, make_client):
+    sandbox = start_sandbox(fail_rate=0.5, seed=50)
+    client = make_client(sandbox)
+    listing = first_listing(client)
+    ids = {client.create_order([{"listingId": listing, "quantity": 1}])["id"] for _ in range(4)}
+    assert len(ids) == 4  # four calls, four orders, whatever their retries
+    assert sandbox.stats()["orders"] == 4
+
+
+def test_a_handler_calls_the_api_through_the_shared_client(
+    api_sandbox, make_event, signed_post, client, run_worker, event_status
+):
+    from {{ cookiecutter.package_name }}.handlers import Event, api, on
+    from {{ cookiecutter.package_name }}.registry import registry
+
+    registry.clear_handlers()  # this test's handler alone (put back after the test)
+    placed = []
+
+    @on("order.created")
+    def place(event: Event) -> None:
+        placed.append(api.create_order([{"listingId": event.object["listingId"], "quantity": 2}]))
+
+    event = make_event("order.created", {"listingId": "lst_7Qm2Floor"})
+    assert signed_post(client, event).status_code == 202
+    run_worker()
+    assert event_status(event["id"]).status == "processed"
+    assert api.get_order(placed[0]["id"])["items"][0]["quantity"] == 2
+    assert api_sandbox.stats()["orders"] == 1
