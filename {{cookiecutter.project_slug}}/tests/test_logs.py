@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import subprocess
+import sys
+import time
 
 import pytest
+from processes import project_env
 
 from {{ cookiecutter.package_name }} import logs
 
@@ -87,3 +92,102 @@ def test_other_formats_in_the_process_still_format_after_configure(fmt):
         assert logging.Formatter(fmt).format(rec)
     finally:
         logging.getLogger().handlers.clear()
+
+
+class WriteRecorder(io.StringIO):
+    """A stream that remembers each write, to tell one batch from one write per line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+@pytest.fixture
+def batched():
+    """A logger of its own behind a `BatchingHandler` with a plain format; closed after."""
+    handlers = []
+
+    def make(**options) -> tuple[logging.Logger, WriteRecorder]:
+        stream = WriteRecorder()
+        handler = logs.BatchingHandler(stream, **options)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        handlers.append(handler)
+        logger = logging.getLogger(f"tw.batched.{len(handlers)}")
+        logger.handlers[:], logger.propagate = [handler], False
+        logger.setLevel(logging.DEBUG)
+        return logger, stream
+
+    yield make
+    for handler in handlers:
+        handler.close()
+
+
+def test_lines_are_written_together_in_order_within_the_interval(batched):
+    logger, stream = batched(interval=0.05)
+    for n in range(3):
+        logger.info("delivery %d", n)
+    assert stream.writes == []  # nothing written on the caller's path
+    deadline = time.monotonic() + 5
+    while not stream.writes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stream.writes == ["INFO delivery 0\nINFO delivery 1\nINFO delivery 2\n"]
+
+
+def test_a_warning_is_written_at_once_after_the_lines_before_it(batched):
+    logger, stream = batched(interval=60)
+    logger.info("first")
+    logger.debug("second")
+    logger.warning("trouble")
+    assert stream.writes == ["INFO first\nDEBUG second\nWARNING trouble\n"]
+
+
+def test_a_full_batch_is_written_without_waiting(batched):
+    logger, stream = batched(interval=60, capacity=3)
+    for n in range(7):
+        logger.info("line %d", n)
+    assert stream.writes == ["INFO line 0\nINFO line 1\nINFO line 2\n",
+                             "INFO line 3\nINFO line 4\nINFO line 5\n"]  # fmt: skip
+
+
+def test_a_line_shows_its_arguments_as_they_were_when_logged(batched):
+    logger, stream = batched(interval=60)
+    seats = ["A1"]
+    logger.info("seats %s", seats)
+    seats.append("A2")
+    logger.handlers[0].flush()
+    assert stream.getvalue() == "INFO seats ['A1']\n"
+
+
+FORK_AND_EXIT = """
+import logging, os, sys
+from {{ cookiecutter.package_name }} import logs
+logs.configure("text", "INFO", batched=True)
+log = logging.getLogger("tw.fork")
+log.info("before the fork")
+pid = os.fork()
+if pid == 0:
+    log.info("in the child")
+    sys.exit(0)
+os.waitpid(pid, 0)
+log.info("in the parent, last")
+"""
+
+
+def test_each_line_is_written_once_across_a_fork_and_at_exit():
+    """gunicorn forks its workers from a master that has logged already, and a worker's
+    last lines are still waiting when it exits: none may be lost or written twice."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_AND_EXIT],
+        env=project_env("redis://unused"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line.split(": ", 1)[1] for line in done.stderr.splitlines()]
+    assert sorted(lines) == ["before the fork", "in the child", "in the parent, last"]
+    assert lines[0] == "before the fork"

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import pytest
 import redis
-from processes import cli, gunicorn, project_env
+from processes import cli, gunicorn, project_env, wait_for
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
@@ -405,8 +405,11 @@ def test_request_lines_reach_the_log_at_info(redis_url, tmp_path):
         )
         with urllib.request.urlopen(request, timeout=5) as response:
             request_id = response.headers["X-Request-Id"]
-    line = next(line for line in log.read_text().splitlines() if request_id in line)
-    assert "INFO" in line and "accepted order.created evt_logged_1" in line
+        # Lines go out in batches, a tenth of a second apart: one is seen while running.
+        wait_for(lambda: request_id in log.read_text(), timeout=5)
+    lines = [line for line in log.read_text().splitlines() if request_id in line]
+    assert len(lines) == 1
+    assert "INFO" in lines[0] and "accepted order.created evt_logged_1" in lines[0]
 
 
 def test_a_taken_metrics_port_is_logged_and_webhooks_are_still_served(redis_url, tmp_path):
