@@ -66,8 +66,12 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+# One encoder for every answer: `json.dumps` with `separators` builds a new one per call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _json(payload: dict, status: int) -> Response:
-    return Response(json.dumps(payload, separators=(",", ":")), status, mimetype="application/json")
+    return Response(_encode(payload), status, mimetype="application/json")
 
 
 def error_response(status: int, code: str, message: str) -> Response:
@@ -91,7 +95,7 @@ def log_request(status: int, is_delivery: bool) -> None:
         metrics.RECEIVED.inc()
         metrics.REQUEST_DURATION.observe(elapsed)
         if outcome == "accepted":
-            metrics.ENQUEUED.labels(events.queue_for(event["type"])).inc()
+            metrics.ENQUEUED_BY_QUEUE[events.queue_for(event["type"])].inc()
             history.count(history.DELIVERIES, "accepted")
         elif outcome == "duplicate":
             metrics.DUPLICATES.inc()
@@ -139,7 +143,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     if settings is None:
         settings = settings_from_env()
         # Under gunicorn nobody else sets up logging; a host app that did is left alone.
-        logs.configure_if_unset(settings.log_format, settings.log_level)
+        # One line per delivery: written in batches, not one system call each.
+        logs.configure_if_unset(settings.log_format, settings.log_level, batched=True)
     secrets = settings.require_secrets()
     if connection is None:
         connection = connect(settings)

@@ -42,6 +42,7 @@ from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from .config import Settings
 from .connection import connect
+from .events import QUEUES
 from .intake import open_queues
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,9 @@ ENQUEUED = Counter(
     ["queue"],
     registry=REGISTRY,
 )
+# Made once per queue: `labels()` per delivery would cost a lock and a lookup. Made at
+# import, each queue's series also starts at 0 rather than at its first event.
+ENQUEUED_BY_QUEUE = {queue: ENQUEUED.labels(queue) for queue in QUEUES}
 REQUEST_DURATION = Histogram(
     "tw_webhook_request_duration_seconds",
     "Time from a delivery's arrival to its answer (the sender's wait), any outcome.",
