@@ -127,6 +127,18 @@ def cli(
     )
 
 
+def python(code: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter with the project importable; capture its output.
+    For what a test cannot do in its own process: fork, or see what happens at exit."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=project_env("redis://unused"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1):
     """Poll `predicate` until it returns something truthy; return that, or fail."""
     deadline = time.monotonic() + timeout

@@ -1,16 +1,15 @@
-"""The log line's formats: the fast formatters write exactly what the plain ones would."""
+"""The log line: its formats write exactly what the plain ones would, and the web tier
+writes its lines in batches without losing or repeating one."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
-import subprocess
-import sys
 import time
 
 import pytest
-from processes import project_env
+from processes import python
 
 from {{ cookiecutter.package_name }} import logs
 
@@ -180,13 +179,7 @@ log.info("in the parent, last")
 def test_each_line_is_written_once_across_a_fork_and_at_exit():
     """gunicorn forks its workers from a master that has logged already, and a worker's
     last lines are still waiting when it exits: none may be lost or written twice."""
-    done = subprocess.run(
-        [sys.executable, "-c", FORK_AND_EXIT],
-        env=project_env("redis://unused"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = python(FORK_AND_EXIT)
     assert done.returncode == 0, done.stderr
     lines = [line.split(": ", 1)[1] for line in done.stderr.splitlines()]
     assert sorted(lines) == ["before the fork", "in the child", "in the parent, last"]

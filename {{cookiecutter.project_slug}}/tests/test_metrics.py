@@ -354,6 +354,12 @@ def test_no_log_line_ever_holds_a_secret(settings, redis_conn, make_event, caplo
 # --- under gunicorn: several worker processes, real logging setup ----------------------
 
 
+def booked(port: int, name: str, value: float) -> dict | None:
+    """The metrics port's samples once `name` has reached `value`, else None."""
+    samples = parse(fetch(f"http://127.0.0.1:{port}/metrics"))
+    return samples if samples.get((name, ())) == value else None
+
+
 def test_gunicorn_workers_sum_their_counts_and_log_json(redis_url, tmp_path):
     """Two gunicorn workers count; the master's metrics port serves the sum of both."""
     port = free_port()
@@ -364,7 +370,8 @@ def test_gunicorn_workers_sum_their_counts_and_log_json(redis_url, tmp_path):
         sent = cli("replay", "--url", url, "--fresh-ids", "--copies", "3", "--concurrency", "6",
                    "-q", SAMPLES, env=env)  # fmt: skip
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        samples = parse(fetch(f"http://127.0.0.1:{port}/metrics"))
+        # Workers book their deliveries every tenth of a second (see `bookkeeping`).
+        samples = wait_for(lambda: booked(port, "tw_webhooks_received_total", 24.0), timeout=5)
         with pytest.raises(urllib.error.HTTPError) as public:
             fetch(base + "/metrics")
         assert public.value.code == 404

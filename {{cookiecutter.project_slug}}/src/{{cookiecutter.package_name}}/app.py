@@ -23,6 +23,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import capture, events, history, logs, metrics, signature
+from .bookkeeping import Answered, Books
 from .config import Settings, settings_from_env
 from .connection import connect
 from .intake import Intake, QueueFull
@@ -80,75 +81,20 @@ def error_response(status: int, code: str, message: str) -> Response:
     return _json(body, status)
 
 
-def log_request(status: int, is_delivery: bool) -> None:
-    """Count and time a delivery to the webhook route, and write the request's one log line.
-
-    Deliveries are logged at INFO, other requests (health checks) at DEBUG unless they
-    failed. Only the request id, the event's id and type, the outcome and the latency
-    are logged: never a header, a body or a secret.
-    """
-    state = g._get_current_object()  # read once: every `g.x` goes through a proxy
-    outcome = state.get("outcome", "ok")
-    event = state.get("event")
-    elapsed = time.perf_counter() - state.started
-    if is_delivery:
-        metrics.RECEIVED.inc()
-        metrics.REQUEST_DURATION.observe(elapsed)
-        if outcome == "accepted":
-            metrics.ENQUEUED_BY_QUEUE[events.queue_for(event["type"])].inc()
-            history.count(history.DELIVERIES, "accepted")
-        elif outcome == "duplicate":
-            metrics.DUPLICATES.inc()
-            history.count(history.DELIVERIES, "duplicate")
-        elif status < 500:
-            metrics.REJECTED.labels(outcome).inc()
-            history.count(history.DELIVERIES, "rejected")
-        else:
-            metrics.ERRORS.labels(outcome).inc()
-            history.count(history.DELIVERIES, "error")
-    level = logging.INFO if is_delivery or status >= 400 else logging.DEBUG
-    if not log.isEnabledFor(level):
-        return
-    latency_ms = round(elapsed * 1000, 2)
-    method, path = request.method, request.path
-    if not path.isprintable():
-        path = repr(path)
-    event_id = event["id"] if event else None
-    event_type = event["type"] if event else None
-    log.log(
-        level,
-        "%s %s %d %s%s in %.2f ms (%s)",
-        method,
-        path,
-        status,
-        outcome,
-        f" {event_type} {event_id}" if event else "",
-        latency_ms,
-        state.request_id,
-        extra={
-            "requestId": state.request_id,
-            "method": method,
-            "path": path,
-            "status": status,
-            "outcome": outcome,
-            "eventId": event_id,
-            "eventType": event_type,
-            "latencyMs": latency_ms,
-        },
-    )
-
-
 def create_app(settings: Settings | None = None, connection: redis.Redis | None = None) -> Flask:
     """Build the receiver. Raises `ConfigError` when no signing secret is configured."""
+    # Under gunicorn (no settings given) each request's bookkeeping and log line are done
+    # in batches off the request path; given settings (tests, an embedding app), at once.
+    batched = settings is None
     if settings is None:
         settings = settings_from_env()
         # Under gunicorn nobody else sets up logging; a host app that did is left alone.
-        # One line per delivery: written in batches, not one system call each.
         logs.configure_if_unset(settings.log_format, settings.log_level, batched=True)
     secrets = settings.require_secrets()
     if connection is None:
         connection = connect(settings)
     intake = Intake(connection, settings)
+    books = Books() if batched else Books(interval=None)
     history.TALLY.bind(connection)
     # Per secret, by position: its fingerprint and its counter, built once (labels() per
     # request would cost a dictionary lookup under a lock).
@@ -174,9 +120,24 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         g.started = time.perf_counter()
 
     @app.after_request
-    def add_request_id(response: Response) -> Response:
-        response.headers[REQUEST_ID_HEADER] = g.request_id
-        log_request(response.status_code, request.endpoint == "receive_webhook")
+    def note_answer(response: Response) -> Response:
+        state = g._get_current_object()  # read once: every `g.x` goes through a proxy
+        response.headers[REQUEST_ID_HEADER] = state.request_id
+        event = state.get("event")
+        books.note(
+            Answered(
+                time.time(),
+                response.status_code,
+                request.endpoint == "receive_webhook",
+                state.get("outcome", "ok"),
+                event["id"] if event else None,
+                event["type"] if event else None,
+                state.request_id,
+                request.method,
+                request.path,
+                time.perf_counter() - state.started,
+            )
+        )
         return response
 
     def receive_webhook() -> Response:

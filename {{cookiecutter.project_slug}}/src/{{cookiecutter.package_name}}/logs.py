@@ -15,9 +15,10 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 import weakref
+
+from .background import FlushThread
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
@@ -63,6 +64,15 @@ class JsonFormatter(logging.Formatter):
         return self._encode(entry)
 
 
+def dated(record: logging.LogRecord, when: float) -> logging.LogRecord:
+    """`record`, dated `when` (a `time.time()`) rather than when it was made: for a line
+    made after the event it tells of (see `bookkeeping`)."""
+    record.relativeCreated += (when - record.created) * 1000
+    record.created = when
+    record.msecs = float(int((when - int(when)) * 1000))
+    return record
+
+
 class BatchingHandler(logging.StreamHandler):
     """A stream handler that writes its lines in batches: every `interval` seconds, at
     once for a record at `flush_level` or above (with the lines before it, in order), when
@@ -87,14 +97,13 @@ class BatchingHandler(logging.StreamHandler):
         flush_level: int = logging.WARNING,
     ) -> None:
         super().__init__(stream)
-        self.interval, self.capacity, self.flush_level = interval, capacity, flush_level
+        self.capacity, self.flush_level = capacity, flush_level
         self._records: list[logging.LogRecord] = []
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._timer = FlushThread(self, interval, "tw-log-flush")
         me = weakref.ref(self)
         os.register_at_fork(
             before=lambda: (handler := me()) and handler.flush(),
-            after_in_child=lambda: (handler := me()) and handler._forked(),
+            after_in_child=lambda: (handler := me()) and handler._records.clear(),
         )
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -107,8 +116,8 @@ class BatchingHandler(logging.StreamHandler):
         self._records.append(record)
         if record.levelno >= self.flush_level or len(self._records) >= self.capacity:
             self.flush()
-        elif self._thread is None:
-            self._start()
+        elif not self._timer.running:
+            self._timer.start()
 
     def flush(self) -> None:
         with self.lock:  # reentrant: `emit` calls this with the lock held
@@ -128,29 +137,9 @@ class BatchingHandler(logging.StreamHandler):
                 self.handleError(records[-1])
 
     def close(self) -> None:
-        self._stop.set()
+        self._timer.stop()
         self.flush()
         super().close()
-
-    def _start(self) -> None:
-        me = weakref.ref(self)
-        stop, interval = self._stop, self.interval
-
-        def run() -> None:
-            while not stop.wait(interval):
-                handler = me()
-                if handler is None:
-                    return
-                handler.flush()
-                del handler
-
-        self._thread = threading.Thread(target=run, name="tw-log-flush", daemon=True)
-        self._thread.start()
-
-    def _forked(self) -> None:
-        """In a forked child: what was waiting is the parent's to write, and its thread
-        is not ours."""
-        self._records, self._thread, self._stop = [], None, threading.Event()
 
 
 def configure(log_format: str = "text", level: str = "INFO", batched: bool = False) -> None:

@@ -1,0 +1,122 @@
+"""Each answered request's bookkeeping (counters, history, the log line): booked at once
+for an app built with given settings, in batches off the request path under gunicorn."""
+
+import logging
+import time
+
+from processes import python, wait_for
+
+from {{ cookiecutter.package_name }} import logs, metrics
+from {{ cookiecutter.package_name }}.bookkeeping import Answered, Books
+
+APP_LOGGER = "{{ cookiecutter.package_name }}.app"
+
+
+def answer(n: int = 1, at: float | None = None, **fields) -> Answered:
+    values = {
+        "at": time.time() if at is None else at,
+        "status": 202,
+        "is_delivery": True,
+        "outcome": "accepted",
+        "event_id": f"evt_booked_{n}",
+        "event_type": "order.created",
+        "request_id": f"req_{n:016x}",
+        "method": "POST",
+        "path": "/webhooks",
+        "elapsed": 0.002,
+    }
+    values.update(fields)
+    return Answered(**values)
+
+
+def received() -> float:
+    return metrics.REGISTRY.get_sample_value("tw_webhooks_received_total") or 0.0
+
+
+def delivery_lines(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == APP_LOGGER]
+
+
+def test_without_an_interval_each_answer_is_booked_at_once(caplog):
+    caplog.set_level(logging.INFO, logger=APP_LOGGER)
+    before = received()
+    Books(interval=None).note(answer(1))
+    assert received() == before + 1
+    [line] = delivery_lines(caplog)
+    assert line.getMessage().endswith(
+        "accepted order.created evt_booked_1 in 2.00 ms (req_0000000000000001)"
+    )
+
+
+def test_notes_are_booked_by_the_thread_within_the_interval(caplog):
+    caplog.set_level(logging.INFO, logger=APP_LOGGER)
+    books = Books(interval=0.05)
+    before = received()
+    for n in range(3):
+        books.note(answer(n))
+    assert received() == before  # nothing booked on the request thread
+    wait_for(lambda: received() == before + 3, timeout=5)
+    assert [r.eventId for r in delivery_lines(caplog)] == [
+        "evt_booked_0",
+        "evt_booked_1",
+        "evt_booked_2",
+    ]
+
+
+def test_a_line_keeps_the_time_of_the_answer(caplog):
+    caplog.set_level(logging.INFO, logger=APP_LOGGER)
+    books = Books(interval=60)
+    books.note(answer(7, at=1_750_000_000.25))
+    assert books.flush() == 1
+    [line] = delivery_lines(caplog)
+    assert (line.created, line.msecs) == (1_750_000_000.25, 250.0)
+    assert logs.TextFormatter().format(line).split(" ")[1].endswith(",250")
+
+
+def test_a_full_book_is_booked_by_the_request_thread():
+    books = Books(interval=60, capacity=2)
+    before = received()
+    books.note(answer(1))
+    assert received() == before
+    books.note(answer(2))
+    assert received() == before + 2
+
+
+def test_one_answer_that_cannot_be_booked_costs_no_other(caplog):
+    caplog.set_level(logging.INFO, logger=APP_LOGGER)
+    books = Books(interval=60)
+    books.note(answer(1))
+    books.note(answer(2, event_type=None))  # "accepted" with no type: no queue to count
+    books.note(answer(3))
+    assert books.flush() == 3
+    assert [r.levelname for r in delivery_lines(caplog)] == ["INFO", "ERROR", "INFO"]
+    assert "could not book request req_0000000000000002" in caplog.text
+
+
+FORK_AND_EXIT = """
+import os, sys, time
+from {{ cookiecutter.package_name }} import logs
+from {{ cookiecutter.package_name }}.bookkeeping import Answered, Books
+
+def answer(event_id):
+    return Answered(time.time(), 202, True, "duplicate", event_id, "order.created",
+                    "req_0", "POST", "/webhooks", 0.001)
+
+logs.configure("text", "INFO", batched=True)
+books = Books(interval=60)  # nothing is booked by the thread in this test
+books.note(answer("evt_parent_1"))
+pid = os.fork()
+if pid == 0:
+    books.note(answer("evt_child"))
+    sys.exit(0)
+os.waitpid(pid, 0)
+books.note(answer("evt_parent_2"))
+"""
+
+
+def test_what_is_noted_is_booked_once_at_exit_across_a_fork():
+    """gunicorn forks its workers, and a worker's last notes still wait when it exits."""
+    done = python(FORK_AND_EXIT)
+    assert done.returncode == 0, done.stderr
+    booked = [line.split()[-5] for line in done.stderr.splitlines()]
+    assert sorted(booked) == ["evt_child", "evt_parent_1", "evt_parent_2"]
