@@ -99,9 +99,9 @@ def test_a_forked_child_starts_with_an_empty_tally_and_its_own_thread(redis_conn
     tally.count("deliveries", "accepted", 2)  # the parent's, never the child's to send
     pid = os.fork()
     if pid == 0:  # the child: report through its exit status, never return into pytest
-        ok = not tally._counts and tally._thread is None
+        ok = not tally._counts and not tally._timer.running
         tally.count("deliveries", "rejected")
-        ok = ok and tally._thread is not None and tally.flush() == 1
+        ok = ok and tally._timer.running and tally.flush() == 1
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0

@@ -2,14 +2,14 @@
 
 Three parts of the web tier keep per-delivery work in memory and write it out in batches
 (`bookkeeping.Books`, `logs.BatchingHandler`, `history.Tally`); this is their common
-timer. It holds its owner weakly, so an owner nobody uses any more stops its thread; it
-starts on first use in each process, so a process forked from one that used it (gunicorn's
-workers, under `preload_app`) starts its own; and it flushes the owner once more at exit.
+timer. It holds its owner weakly, so an owner nobody uses any more stops its thread, and
+it starts on first use in each process, so a process forked from one that used it
+(gunicorn's workers, under `preload_app`) starts its own. What is left at exit is each
+owner's to write (`atexit`, or `logging.shutdown` for a handler).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import weakref
@@ -31,7 +31,6 @@ class FlushThread:
         self._lock = threading.Lock()
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (timer := me()) and timer._forked())
-        atexit.register(lambda: (timer := me()) and timer._flush_owner())
 
     @property
     def running(self) -> bool:
@@ -62,11 +61,6 @@ class FlushThread:
 
     def stop(self) -> None:
         self._stop.set()
-
-    def _flush_owner(self) -> None:
-        owner = self._owner()
-        if owner is not None:
-            owner.flush()
 
     def _forked(self) -> None:
         """In a forked child: the parent's thread is not ours (and its event may be held)."""

@@ -16,6 +16,7 @@ request as it is answered (`Books(None)`), so what it counted can be read at onc
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import os
@@ -120,6 +121,7 @@ class Books:
         me = weakref.ref(self)
         # A forked child books its own requests; what its parent noted is the parent's.
         os.register_at_fork(after_in_child=lambda: (books := me()) and books._notes.clear())
+        atexit.register(lambda: (books := me()) and books.flush())
 
     def note(self, answer: Answered) -> None:
         if self._timer is None:

@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 import redis
 
+from .background import FlushThread
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "tw:history:"
@@ -56,7 +58,7 @@ class Tally:
         self._counts: Counter[tuple[str, int, str]] = Counter()
         self._lock = threading.Lock()
         self._connection: redis.Redis | None = None
-        self._thread: threading.Thread | None = None
+        self._timer = None if interval is None else FlushThread(self, interval, "tw-history")
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (tally := me()) and tally._forked())
         atexit.register(lambda: (tally := me()) and tally.flush(quiet=True))
@@ -73,23 +75,12 @@ class Tally:
         minute = int(self.clock() // 60)
         with self._lock:
             self._counts[series, minute, field] += amount
-        if self._thread is None and self.interval is not None:
-            self._start()
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="tw-history", daemon=True)
-                self._thread.start()
+        if self._timer is not None and not self._timer.running:
+            self._timer.start()
 
     def _forked(self) -> None:
-        """In a forked child: the parent's counts, lock and thread are not ours."""
-        self._counts, self._lock, self._thread = Counter(), threading.Lock(), None
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.interval)
-            self.flush()
+        """In a forked child: the parent's counts and lock are not ours."""
+        self._counts, self._lock = Counter(), threading.Lock()
 
     def flush(self, quiet: bool = False) -> int:
         """Add the tally to Redis in one round trip; return how many counts were written.
