@@ -5,15 +5,23 @@ import multiprocessing
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import utcformat, utcparse
 
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.events import queue_for
-from {{ cookiecutter.package_name }}.intake import SEEN_PREFIX, Intake, bucket_seconds, is_seen
+from {{ cookiecutter.package_name }}.intake import (
+    SEEN_PREFIX,
+    Intake,
+    bucket_seconds,
+    is_seen,
+    job_timestamp,
+)
 from {{ cookiecutter.package_name }}.testing import make_event
 
 
@@ -49,6 +57,27 @@ def test_job_is_an_ordinary_rq_job_carrying_json(settings, redis_conn):
     assert job.retries_left == settings.retry_max
     # No pickle anywhere: the payload decodes as JSON.
     assert event["id"] in redis_conn.lrange("rq:queue:orders", 0, -1)[0].decode()
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(2026, 1, 31, 12, 0, 0, 0, tzinfo=UTC),
+        datetime(2026, 12, 1, 23, 59, 59, 999_999, tzinfo=UTC),
+        datetime(1999, 7, 4, 1, 2, 3, 40, tzinfo=UTC),
+    ],
+)
+def test_job_timestamps_are_written_as_rq_writes_them(moment):
+    assert job_timestamp(moment) == utcformat(moment)
+    assert utcparse(job_timestamp(moment)) == moment
+
+
+def test_a_queued_job_knows_when_it_was_created_and_enqueued(settings, redis_conn):
+    before = datetime.now(UTC).replace(microsecond=0)
+    event = make_event("order.created", {"id": "ord_2"})
+    Intake(redis_conn, settings).submit(event)
+    job = Job.fetch(event["id"], connection=redis_conn, serializer=JSONSerializer)
+    assert before <= job.created_at == job.enqueued_at <= datetime.now(UTC)
 
 
 def test_repeat_within_window_is_not_queued(settings, redis_conn):

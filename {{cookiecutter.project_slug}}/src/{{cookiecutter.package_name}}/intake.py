@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from rq import Queue, Retry
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
-from rq.utils import now, utcformat
 
 from .capture import STREAM_KEY as CAPTURE_STREAM_KEY
 from .config import Settings
@@ -216,6 +216,15 @@ _CALL_HEAD = json.dumps([JOB_FUNCTION, None]).encode()[:-1] + b", ["
 _CALL_TAIL = b"], {}]"
 
 
+def job_timestamp(moment: datetime | None = None) -> str:
+    """`moment` (an aware UTC datetime; default now) as RQ writes a job's timestamps
+    (`rq.utils.utcformat`, `2026-01-31T12:00:00.000000Z`). Through `isoformat` rather than
+    RQ's `strftime`, which costs a request several µs (it goes through the C library's
+    locale-aware `wcsftime`)."""
+    moment = moment or datetime.now(UTC)
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # less "+00:00"
+
+
 def job_data(body: bytes) -> bytes:
     """RQ's serialized call of `handle_event(envelope)`, with `body` (the envelope's JSON,
     UTF-8) as the argument, byte for byte."""
@@ -266,7 +275,7 @@ class Intake:
         """
         event_id = envelope["id"]
         queue = self.queues[queue_for(envelope["type"])]
-        stamp = utcformat(now())
+        stamp = job_timestamp()
         if body is None:
             body = json.dumps(envelope).encode()
         data = job_data(body)
