@@ -28,8 +28,11 @@ LOG_DIR = Path(tempfile.gettempdir())
 
 
 @contextlib.contextmanager
-def gunicorn(project: Path, app: str, port: int, redis_url: str, extra_env: dict) -> Iterator[str]:
-    """Serve `app` with the project's gunicorn.conf.py on `port`; yield its base URL."""
+def gunicorn(
+    project: Path, app: str, port: int, redis_url: str, extra_env: dict
+) -> Iterator[tuple[str, int]]:
+    """Serve `app` with the project's gunicorn.conf.py on `port`; yield its base URL and
+    the process group of its master and workers (see `cpu_seconds`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TW_")}
     env.update(
         PYTHONPATH=os.pathsep.join([str(project / "src"), str(HERE)]),
@@ -67,7 +70,7 @@ def gunicorn(project: Path, app: str, port: int, redis_url: str, extra_env: dict
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        yield base
+        yield base, process.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -78,6 +81,28 @@ def gunicorn(project: Path, app: str, port: int, redis_url: str, extra_env: dict
             process.wait()
         drainer.join(timeout=5)
         log.close()
+
+
+def cpu_seconds(group: int) -> float | None:
+    """CPU time (user and system) spent so far by the processes of process group `group`,
+    counting the workers gunicorn has already replaced (their time is in the master's
+    reaped children's). From /proc; None where there is none."""
+    total = 0
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return None
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path("/proc", name, "stat").read_text()
+        except OSError:
+            continue  # gone since the listing
+        fields = stat.rpartition(")")[2].split()  # the name in () may hold spaces
+        if int(fields[2]) == group:  # pgrp; then utime, stime, cutime, cstime
+            total += sum(int(f) for f in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def drain_log(pipe, log) -> None:

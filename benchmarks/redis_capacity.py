@@ -127,7 +127,7 @@ def measure_run(args, project: Path, redis_url: str, conn) -> dict[str, PerEvent
     result = {"ping": ping_cost(redis_url, conn, idle)}
     with ingest.gunicorn(
         project, f"{args.package}.app:create_app()", args.port, redis_url, {}
-    ) as base:
+    ) as (base, _group):
         warm = loadgen.signed_requests(template, ingest.SECRET, 500)
         ingest.load(base + path, warm, 1, args.connections, use_wrk)
         conn.flushall()  # the warm-up's events are not counted, nor drained

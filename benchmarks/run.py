@@ -85,6 +85,7 @@ def measure_ingest(args, project, redis_url, conn, report):
     template = ingest.sample_event(project)
     per_run = int(args.seconds * args.max_rate)
     results = {name: [] for name in APPS}
+    web_cpu = {name: [] for name in APPS}  # µs of the web processes' CPU per request
     port = 18000 + (int(time.time()) % 1000)
     apps = {name: app.format(package=args.package) for name, (app, _) in APPS.items()}
     url_path = ingest_path(args.package, project)
@@ -93,13 +94,17 @@ def measure_ingest(args, project, redis_url, conn, report):
             conn.flushall()
             requests = loadgen.signed_requests(template, ingest.SECRET, per_run)
             env = {"BENCH_PACKAGE": args.package, **APPS[name][1]}
-            with ingest.gunicorn(project, apps[name], port, redis_url, env) as base:
+            with ingest.gunicorn(project, apps[name], port, redis_url, env) as (base, group):
                 warm = loadgen.signed_requests(template, ingest.SECRET, 2000)
                 ingest.load(base + url_path, warm, 1, args.connections, use_wrk)
                 queued_before = queued(conn)
+                cpu_before = ingest.cpu_seconds(group)
                 result = ingest.load(
                     base + url_path, requests, args.seconds, args.connections, use_wrk
                 )
+                cpu_after = ingest.cpu_seconds(group)
+            if cpu_before is not None and result.requests:
+                web_cpu[name].append((cpu_after - cpu_before) / result.requests * 1e6)
             if (
                 name in ("receiver", "receiver_json", "minimum")
                 and queued(conn) - queued_before < result.requests * 0.99
@@ -108,12 +113,15 @@ def measure_ingest(args, project, redis_url, conn, report):
                     f"  warning: {name} queued {queued(conn) - queued_before} of {result.requests}"
                 )
             results[name].append(result)
+            cpu = f"  web CPU {web_cpu[name][-1]:.0f} µs/req" if web_cpu[name] else ""
             print(
                 f"  run {run + 1} {name:8s} {result.rps:8.0f} req/s  p50 {result.p50_ms:.2f} ms"
-                f"  p99 {result.p99_ms:.2f} ms  errors {result.errors}",
+                f"  p99 {result.p99_ms:.2f} ms  errors {result.errors}{cpu}",
                 flush=True,
             )
     report.update(results)
+    if all(web_cpu.values()):
+        report["web_cpu"] = {name: median(values) for name, values in web_cpu.items()}
     for name, runs in results.items():
         report[f"{name}_rps"] = median([r.rps for r in runs])
     report["ingest_ratio"] = run_ratio(results, "receiver", "bare")
@@ -133,7 +141,7 @@ def measure_ingest(args, project, redis_url, conn, report):
         requests = loadgen.signed_requests(
             template, ingest.SECRET, int(args.seconds * rate * 1.5) + 100
         )
-        with ingest.gunicorn(project, apps["receiver"], port, redis_url, {}) as base:
+        with ingest.gunicorn(project, apps["receiver"], port, redis_url, {}) as (base, _):
             warm = loadgen.signed_requests(template, ingest.SECRET, 2000)
             ingest.load(base + url_path, warm, 1, args.connections, use_wrk)
             mean_ms = median([r.p50_ms for r in results["receiver"]])
@@ -268,6 +276,9 @@ def print_table(r: dict, args) -> None:
              f"{r['minimum_rps']:.0f} / {r['bare_rps']:.0f}, ratio {r['minimum_ratio']:.2f}",
              "", None),
             ("  contract minimum / ceiling", f"ratio {r['minimum_of_ceiling']:.2f}", "", None),
+            *([("  web processes' CPU per request: receiver / json / minimum / ceiling / bare",
+                "{receiver:.0f} / {receiver_json:.0f} / {minimum:.0f} / {ceiling:.0f} / {bare:.0f} µs"
+                .format(**r["web_cpu"]), "", None)] if "web_cpu" in r else []),
             ("  bare Flask p50 / p99 at peak",
              "{:.2f} / {:.2f} ms".format(median([x.p50_ms for x in r["bare"]]),
                                          median([x.p99_ms for x in r["bare"]])), "", None),
