@@ -55,6 +55,7 @@ def project_env(
         TW_API_CLIENT_ID=CLIENT_ID,
         TW_API_CLIENT_SECRET=CLIENT_SECRET,
         TW_LOG_LEVEL="WARNING",
+        TW_HANDLERS_PACKAGE="",  # the benchmark's handlers only, never the bake's own
         **extra,
     )
     return env

@@ -47,6 +47,8 @@ def _env(project: Path, package: str, redis_url: str, **extra: str) -> dict[str,
         PYTHONPATH=os.pathsep.join([str(project / "src"), str(HERE)]),
         REDIS_URL=redis_url,
         BENCH_PACKAGE=package,
+        # The benchmark's handlers only: never the bake's own `handlers` package.
+        TW_HANDLERS_PACKAGE="",
         TW_HANDLER_MODULES="noop_handlers",
         TW_LOG_LEVEL="WARNING",
     )
