@@ -114,55 +114,60 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     app.extensions["tw_intake"] = intake
     app.extensions["tw_settings"] = settings
 
+    # `g` and `request` are proxies, each use a lookup of the request's context: the hot
+    # path reads each once (`_get_current_object`, Werkzeug's documented way to do so).
+
     @app.before_request
     def assign_request_id() -> None:
-        g.request_id = "req_" + os.urandom(8).hex()
-        g.started = time.perf_counter()
+        state = g._get_current_object()
+        state.request_id = "req_" + os.urandom(8).hex()
+        state.started = time.perf_counter()
 
     @app.after_request
     def note_answer(response: Response) -> Response:
-        state = g._get_current_object()  # read once: every `g.x` goes through a proxy
+        state, answered = g._get_current_object(), request._get_current_object()
         response.headers[REQUEST_ID_HEADER] = state.request_id
         event = state.get("event")
         books.note(
             Answered(
                 time.time(),
                 response.status_code,
-                request.endpoint == "receive_webhook",
+                answered.endpoint == "receive_webhook",
                 state.get("outcome", "ok"),
                 event["id"] if event else None,
                 event["type"] if event else None,
                 state.request_id,
-                request.method,
-                request.path,
+                answered.method,
+                answered.path,
                 time.perf_counter() - state.started,
             )
         )
         return response
 
     def receive_webhook() -> Response:
-        body = request.get_data(cache=False)
+        state, delivery = g._get_current_object(), request._get_current_object()
+        body = delivery.get_data(cache=False)
         if len(body) > settings.max_body_bytes:
-            if request.content_length is None:
+            if delivery.content_length is None:
                 discard_rest_of_body(DISCARD_LIMIT_FACTOR * settings.max_body_bytes)
             raise RequestEntityTooLarge()
         try:
             matched = signature.check(
-                request.headers.get(signature.HEADER),
+                delivery.headers.get(signature.HEADER),
                 body,
                 secrets,
                 tolerance=settings.tolerance_seconds,
             ).secret_index
             verified_counters[matched].inc()
             envelope = events.parse(body)
-            g.event = envelope
+            state.event = envelope
         except signature.SignatureError as exc:
             raise ApiError(401, exc.code, exc.message) from None
         except events.InvalidEvent as exc:
             raise ApiError(400, exc.code, exc.message) from None
         archive = None
         if settings.capture_max_events:
-            archive = capture.entry(envelope, body, request.headers.items(), g.request_id)
+            archive = capture.entry(envelope, body, delivery.headers.items(), state.request_id)
         try:
             added = intake.submit(envelope, body, archive, fingerprints[matched])
         except QueueFull as exc:
@@ -173,9 +178,9 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
                 503, "storage_unavailable", "Could not store the event; retry later."
             ) from exc
         status = "accepted" if added else "duplicate"
-        g.outcome = status
+        state.outcome = status
         return _json(
-            {"status": status, "id": envelope["id"], "requestId": g.request_id},
+            {"status": status, "id": envelope["id"], "requestId": state.request_id},
             202 if added else 200,
         )
 
