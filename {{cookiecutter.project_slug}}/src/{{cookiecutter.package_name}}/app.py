@@ -19,7 +19,7 @@ import os
 import time
 
 import redis
-from flask import Flask, Response, g, request
+from flask import Flask, Request, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import capture, events, history, logs, metrics, signature
@@ -59,6 +59,28 @@ def discard_rest_of_body(at_most: int) -> None:
         if not chunk:
             return
         at_most -= len(chunk)
+
+
+def read_body(delivery: Request, limit: int) -> bytes:
+    """The body, or `RequestEntityTooLarge` when it is over `limit` bytes, however it is
+    framed. A Content-Length over the limit is refused before anything is read. A body that
+    announces no length (chunked) is read to one byte past the limit, so that one over it
+    is seen to be over, and what is left of it is read and dropped before the 413 goes out.
+
+    Not Flask's MAX_CONTENT_LENGTH: under a server that ends the stream itself (gunicorn),
+    Werkzeug then reads every body through a `LimitedStream`, in several calls, where a
+    body of known length is otherwise read in one.
+    """
+    length = delivery.content_length
+    if length is not None:
+        if length > limit:
+            raise RequestEntityTooLarge()
+        return delivery.get_data(cache=False)
+    body = delivery.stream.read(limit + 1)
+    if len(body) > limit:
+        discard_rest_of_body(DISCARD_LIMIT_FACTOR * limit)
+        raise RequestEntityTooLarge()
+    return body
 
 
 class ApiError(Exception):
@@ -105,11 +127,6 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     ]
 
     app = Flask(__name__)
-    # One byte past the limit, so that a body over it is seen to be over, however it is
-    # framed: Werkzeug refuses a Content-Length over MAX_CONTENT_LENGTH before reading, but
-    # stops quietly at it when reading a chunked body (which announces no length), and a
-    # body cut short there would only fail its signature. The view refuses the extra byte.
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1
     too_large = f"The body is larger than the limit of {settings.max_body_bytes} bytes."
     app.extensions["tw_intake"] = intake
     app.extensions["tw_settings"] = settings
@@ -146,11 +163,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
 
     def receive_webhook() -> Response:
         state, delivery = g._get_current_object(), request._get_current_object()
-        body = delivery.get_data(cache=False)
-        if len(body) > settings.max_body_bytes:
-            if delivery.content_length is None:
-                discard_rest_of_body(DISCARD_LIMIT_FACTOR * settings.max_body_bytes)
-            raise RequestEntityTooLarge()
+        body = read_body(delivery, settings.max_body_bytes)
         try:
             matched = signature.check(
                 delivery.headers.get(signature.HEADER),
