@@ -142,7 +142,8 @@ def test_see_filter_open_retry_and_export_in_a_browser(
 
         # One event, opened from the list: its hostile payload is text, nothing ran.
         browser.find_element(By.LINK_TEXT, hostile["id"]).click()
-        envelope = browser.find_element(By.CSS_SELECTOR, "pre").text
+        # A click starts the next page's load and returns: wait for that page's element.
+        envelope = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "pre"))[0].text
         assert json.loads(envelope) == hostile
         with pytest.raises(NoAlertPresentException):
             browser.switch_to.alert.text  # noqa: B018
@@ -158,7 +159,8 @@ def test_see_filter_open_retry_and_export_in_a_browser(
         redis_conn.delete(BROKEN_KEY)
         browser.find_element(By.CSS_SELECTOR, f'input[value="{cancelled["id"]}"]').click()
         browser.find_element(By.XPATH, "//button[text()='Retry selected']").click()
-        assert "Requeued 1 event(s)" in browser.find_element(By.CSS_SELECTOR, ".done").text
+        done = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, ".done"), timeout=10)
+        assert "Requeued 1 event(s)" in done[0].text
 
         def processed():
             browser.get(base + f"/events/{cancelled['id']}")
