@@ -127,8 +127,13 @@ def main() -> int:
         deadline = time.monotonic() + TIMEOUT_SECONDS
         line = wait_for_line(lines, lambda line: SANDBOX_URL.search(line), deadline)
         api_url = SANDBOX_URL.search(line).group(1)
-        wait_for_line(lines, lambda line: "listening on" in line, deadline)
-        wait_for_line(lines, lambda line: "Booting worker" in line, deadline)
+        # The worker and the web server start side by side: their lines come in either order.
+        waiting = {"listening on", "Booting worker"}
+        while waiting:
+            line = wait_for_line(
+                lines, lambda line, waiting=waiting: any(t in line for t in waiting), deadline
+            )
+            waiting = {text for text in waiting if text not in line}
         time.sleep(0.5)
 
         step(f"4. replay the {len(samples)} sample events, signed afresh, then all again")
