@@ -130,7 +130,7 @@ class Books:
         self._notes.append(answer)
         if len(self._notes) >= self.capacity:
             self.flush()
-        elif not self._timer.running:
+        else:
             self._timer.start()
 
     def flush(self) -> int:

@@ -53,7 +53,6 @@ class Tally:
     def __init__(
         self, interval: float | None = FLUSH_SECONDS, clock: Callable[[], float] = time.time
     ):
-        self.interval = interval
         self.clock = clock
         self._counts: Counter[tuple[str, int, str]] = Counter()
         self._lock = threading.Lock()
@@ -75,7 +74,7 @@ class Tally:
         minute = int(self.clock() // 60)
         with self._lock:
             self._counts[series, minute, field] += amount
-        if self._timer is not None and not self._timer.running:
+        if self._timer is not None:
             self._timer.start()
 
     def _forked(self) -> None:

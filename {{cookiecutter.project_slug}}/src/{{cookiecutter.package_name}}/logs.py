@@ -116,7 +116,7 @@ class BatchingHandler(logging.StreamHandler):
         self._records.append(record)
         if record.levelno >= self.flush_level or len(self._records) >= self.capacity:
             self.flush()
-        elif not self._timer.running:
+        else:
             self._timer.start()
 
     def flush(self) -> None:
