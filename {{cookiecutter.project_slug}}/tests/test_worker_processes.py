@@ -7,6 +7,7 @@ child serves its handler metrics on its own port.
 """
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -78,30 +79,41 @@ def test_children_work_at_once_and_sigterm_drains_them(redis_url, redis_conn, tm
 
 
 def test_a_killed_child_is_replaced_and_its_job_recovered(redis_url, redis_conn, tmp_path):
-    port = free_port()
     lost_after = 2
     env = project_env(
         redis_url,
         TW_HANDLER_MODULES="slow_handlers",
         TW_WORKER_LOST_AFTER_SECONDS=str(lost_after),
-        TW_WORKER_METRICS_PORT=str(port),
+        TW_WORKER_METRICS_PORT=str(free_port()),
     )
     log = tmp_path / "worker.log"
-    urls = [f"http://127.0.0.1:{p}/metrics" for p in (port, port + 1)]
 
-    def slow_runs() -> float:
+    def metrics_ports() -> dict[int, int]:
+        """Each child's metrics port by pid, as its start line says (the first free port
+        from the setting: the next one up may be held by some other program)."""
+        found = re.findall(
+            r"worker metrics on http://[^:]+:(\d+)/metrics \(pid (\d+)\)", log.read_text()
+        )
+        return {int(pid): int(port) for port, pid in found}
+
+    def slow_runs(pids: set[int]) -> float:
+        """The `slow` handler's runs counted by the children `pids`, all of which answer."""
+        ports = metrics_ports()
         name = "tw_handler_duration_seconds_count"
+        urls = [f"http://127.0.0.1:{ports[pid]}/metrics" for pid in pids]
         return sum(totals(url, name, "slow_handlers.slow") for url in urls)
 
     with running(worker_command("--processes", "2"), env, log) as command:
         quick = [make_event("order.created") for _ in range(4)]
         submit(redis_conn, redis_url, quick)
-        # Each child serves its own handler metrics, on the first free port from the setting.
         wait_for(lambda: len(counts(redis_conn, FINISHES_KEY)) == 4, timeout=30)
-        assert wait_for(lambda: _or_none(slow_runs) == 4, timeout=10)
-
         before = children(command.pid)
         assert len(before) == 2
+        # Each child serves its own handler metrics, on a port of its own.
+        wait_for(lambda: metrics_ports().keys() >= before, timeout=10)
+        assert len({metrics_ports()[pid] for pid in before}) == 2
+        assert wait_for(lambda: _or_none(slow_runs, before) == 4, timeout=10)
+
         event = make_event("order.created", {"sleep": 1.5})
         submit(redis_conn, redis_url, [event])
         pid = int(wait_for(lambda: redis_conn.hget(PID_KEY, event["id"]), timeout=15))
@@ -112,18 +124,20 @@ def test_a_killed_child_is_replaced_and_its_job_recovered(redis_url, redis_conn,
         bound = 1.75 * lost_after + 1.5 + 5
         wait_for(lambda: counts(redis_conn, FINISHES_KEY).get(event["id"]), timeout=bound)
         # A process's counts end with it: the dead child's runs are gone, the recovered
-        # run is counted by whoever ran it, and the new child answers on the freed port.
+        # run is counted by whoever ran it, and the new child serves its own port.
+        after = children(command.pid)
+        wait_for(lambda: metrics_ports().keys() >= after, timeout=10)
         lost = sum(int(redis_conn.hget(PID_KEY, e["id"])) == pid for e in quick)
-        assert wait_for(lambda: _or_none(slow_runs) == 4 - lost + 1, timeout=10)
+        assert wait_for(lambda: _or_none(slow_runs, after) == 4 - lost + 1, timeout=10)
     assert counts(redis_conn, FIRST_KEY)[event["id"]] == 1  # done before the kill: not again
     assert counts(redis_conn, STARTS_KEY)[event["id"]] == 2  # interrupted, then run again
     assert counts(redis_conn, FINISHES_KEY)[event["id"]] == 1
     assert "(killed by SIGKILL); starting another" in log.read_text()
 
 
-def _or_none(read):
-    """`read()`, or None while a port does not answer yet."""
+def _or_none(read, *args):
+    """`read(*args)`, or None while a port does not answer yet."""
     try:
-        return read()
+        return read(*args)
     except OSError:
         return None

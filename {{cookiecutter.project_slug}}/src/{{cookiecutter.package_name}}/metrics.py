@@ -260,7 +260,7 @@ def serve_worker_metrics(port: int, addr: str = "0.0.0.0") -> WSGIServer:
         except OSError as exc:
             last_error = exc
             continue
-        log.info("worker metrics on http://%s:%d/metrics", addr, candidate)
+        log.info("worker metrics on http://%s:%d/metrics (pid %d)", addr, candidate, os.getpid())
         return server
     raise OSError(
         f"no free port for worker metrics in {port}..{port + WORKER_PORT_RANGE - 1}: {last_error}"
