@@ -35,8 +35,14 @@ CHOICES: dict[str, tuple[str, ...]] = {
 TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
 FALSE_WORDS = frozenset({"0", "false", "f", "no", "n", "off"})
 
-# Routes the generated app serves itself; the webhook must not shadow them.
-RESERVED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+# Paths the webhook must not take, and why: the health checks are the app's own routes;
+# `/metrics` is where every Prometheus scrape looks, and the metrics are served on a port
+# of their own, so on the public port it stays a 404 (docs/reliability.md).
+RESERVED_PATHS = {
+    "/healthz": "is the service's own liveness check",
+    "/readyz": "is the service's own readiness check",
+    "/metrics": "is where Prometheus looks for metrics, which stay off the public port",
+}
 
 # Import names of the generated project's stack and of common modules that a package
 # of the same name would shadow.
@@ -128,9 +134,7 @@ def check_webhook_path(path: str) -> str | None:
     if any(part in (".", "..") for part in path.split("/")):
         return f"webhook_path {path!r} must not contain '.' or '..' segments (try: {DEFAULT_PATH})"
     if path in RESERVED_PATHS:
-        return (
-            f"webhook_path {path!r} is used by the service itself (try: {DEFAULT_PATH})"
-        )
+        return f"webhook_path {path!r} {RESERVED_PATHS[path]} (try: {DEFAULT_PATH})"
     return None
 
 
