@@ -26,13 +26,16 @@ WINDOW = (1200, 800)
 HOSTILE = '<script>alert("pwned")</script><img src=x onerror=alert(1)> "quotes" ünïcødé'
 
 
+BROWSER = ("chromium", "google-chrome")  # the first on PATH; Debian's, or GitHub runners'
+
+
 def start_chromium(downloads: Path):
     """Headless Chromium from the system's packages; Selenium never downloads anything."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
-    options.binary_location = require("chromium")
+    options.binary_location = require(*BROWSER)
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
         options.add_argument(argument)
     options.add_experimental_option(
@@ -51,7 +54,7 @@ def start_chromium(downloads: Path):
 def starting_browser(tmp_path):
     """A future of the browser: it starts while the test starts its processes."""
     # Skip (or fail) here when a program is missing, not in the thread.
-    require("chromium")
+    require(*BROWSER)
     require("chromedriver")
     downloads = tmp_path / "downloads"
     downloads.mkdir()

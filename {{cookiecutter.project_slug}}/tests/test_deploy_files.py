@@ -429,6 +429,10 @@ def test_ci_workflow_lints_and_tests_against_a_redis_service():
     assert test_job["env"]["TEST_REDIS_URL"].startswith("redis://localhost:6379/")
     commands = [s["run"] for job in jobs.values() for s in job["steps"] if "run" in s]
     assert "make lint" in commands and "make test" in commands
+    # promtool and prometheus are there for the alert and dashboard tests, before they run.
+    tests = [s["run"] for s in test_job["steps"] if "run" in s]
+    install = next(i for i, c in enumerate(tests) if "apt-get install" in c)
+    assert "prometheus" in tests[install].split() and install < tests.index("make test")
     for command in commands:
         if command.startswith("make "):
             assert make("-n", command.split()[1]).returncode == 0, command
