@@ -44,9 +44,7 @@ def bake(output_dir: Path) -> Path:
     return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir)))
 
 
-def project_env(
-    project: Path, package: str, redis_url: str, **extra: str
-) -> dict[str, str]:
+def project_env(project: Path, package: str, redis_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TW_")}
     env.update(
         PYTHONPATH=os.pathsep.join([str(project / "src"), str(HERE)]),
@@ -154,20 +152,12 @@ def measure_budget(project: Path, package: str, env: dict, conn, url: str, event
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--project", type=Path, help="a default bake (default: bake one now)"
-    )
+    parser.add_argument("--project", type=Path, help="a default bake (default: bake one now)")
     parser.add_argument("--package", default="tw_webhook_receiver")
-    parser.add_argument(
-        "--calls", type=int, default=300, help="calls per overhead round"
-    )
+    parser.add_argument("--calls", type=int, default=300, help="calls per overhead round")
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument(
-        "--limit", type=int, default=50, help="sandbox requests/s (budget)"
-    )
-    parser.add_argument(
-        "--events", type=int, default=500, help="events for the budget run"
-    )
+    parser.add_argument("--limit", type=int, default=50, help="sandbox requests/s (budget)")
+    parser.add_argument("--events", type=int, default=500, help="events for the budget run")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="tw-bench-api-") as scratch:
@@ -189,9 +179,7 @@ def main(argv=None) -> int:
 
             conn.flushdb()
             with sandbox(project, args.package, env, rate_limit=args.limit) as url:
-                rate = measure_budget(
-                    project, args.package, env, conn, url, args.events
-                )
+                rate = measure_budget(project, args.package, env, conn, url, args.events)
                 counted = stats(url)
             refused = counted["byStatus"].get("429", 0)
             print(f"budget: {rate:.1f} events/s with the sandbox at {args.limit} requests/s "

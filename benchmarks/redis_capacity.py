@@ -125,9 +125,10 @@ def measure_run(args, project: Path, redis_url: str, conn) -> dict[str, PerEvent
     requests = loadgen.signed_requests(template, ingest.SECRET, int(args.seconds * args.max_rate))
     idle = idle_rate(conn)
     result = {"ping": ping_cost(redis_url, conn, idle)}
-    with ingest.gunicorn(
-        project, f"{args.package}.app:create_app()", args.port, redis_url, {}
-    ) as (base, _group):
+    with ingest.gunicorn(project, f"{args.package}.app:create_app()", args.port, redis_url, {}) as (
+        base,
+        _group,
+    ):
         warm = loadgen.signed_requests(template, ingest.SECRET, 500)
         ingest.load(base + path, warm, 1, args.connections, use_wrk)
         conn.flushall()  # the warm-up's events are not counted, nor drained

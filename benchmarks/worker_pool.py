@@ -6,10 +6,10 @@
 Each handler run waits 50 ms (`--wait-ms`) on the network: by default it calls the
 project's API sandbox, started here with `--latency-ms` (`sandbox_handlers.py`: one
 `GET /v1/health` per event, the token fetched once per process); with `--wait sleep`, a
-`time.sleep` stands in for the call (`sleep_handlers.py`). For each contender the workers are started first and the clock runs only
-once every process has registered with Redis; then events are queued through the
-project's own intake, and throughput is taken from the jobs' own start and end stamps
-(`drain.jobs_per_second`). Every row is compared with one single-process `worker`.
+`time.sleep` stands in for the call (`sleep_handlers.py`). For each contender the workers
+are started first and the clock runs only once every process has registered with Redis;
+then events are queued through the project's own intake, and throughput is taken from the
+jobs' own start and end stamps (`drain.jobs_per_second`). Every row is compared with one single-process `worker`.
 `--rq-pool` adds RQ's own `WorkerPool` running the project's `Worker` class, the
 alternative the command's supervisor was measured against. A private redis-server is
 started for the run, as in `run.py`; nothing here is part of `make test`.

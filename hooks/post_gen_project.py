@@ -60,10 +60,7 @@ def deploy_paths_to_remove(deploy_target: str) -> list[str]:
     if deploy_target == "all":
         return []
     return [
-        path
-        for target, paths in DEPLOY_FILES.items()
-        if target != deploy_target
-        for path in paths
+        path for target, paths in DEPLOY_FILES.items() if target != deploy_target for path in paths
     ]
 
 

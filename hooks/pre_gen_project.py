@@ -120,17 +120,20 @@ def check_package_name(name: str) -> str | None:
 def check_webhook_path(path: str) -> str | None:
     if not path.startswith("/"):
         cleaned = "/" + path.strip("/")
-        return f"webhook_path {path!r} must start with '/' (try: {cleaned if cleaned != '/' else DEFAULT_PATH})"
+        suggestion = cleaned if cleaned != "/" else DEFAULT_PATH
+        return f"webhook_path {path!r} must start with '/' (try: {suggestion})"
     if not PATH_CHARS_RE.match(path):
         cleaned = re.sub(r"[^A-Za-z0-9._~/-]+", "-", path).rstrip("/-") or DEFAULT_PATH
         return (
-            f"webhook_path {path!r} may only contain letters, digits and . _ ~ / - "
-            f"(try: {cleaned})"
+            f"webhook_path {path!r} may only contain letters, digits and . _ ~ / - (try: {cleaned})"
         )
     if "//" in path:
-        return f"webhook_path {path!r} must not contain '//' (try: {re.sub('/+', '/', path).rstrip('/') or DEFAULT_PATH})"
+        suggestion = re.sub("/+", "/", path).rstrip("/") or DEFAULT_PATH
+        return f"webhook_path {path!r} must not contain '//' (try: {suggestion})"
     if path.endswith("/"):
-        return f"webhook_path {path!r} must not end with '/' (try: {path.rstrip('/') or DEFAULT_PATH})"
+        return (
+            f"webhook_path {path!r} must not end with '/' (try: {path.rstrip('/') or DEFAULT_PATH})"
+        )
     if any(part in (".", "..") for part in path.split("/")):
         return f"webhook_path {path!r} must not contain '.' or '..' segments (try: {DEFAULT_PATH})"
     if path in RESERVED_PATHS:
@@ -175,7 +178,10 @@ def check_text(key: str, value: str) -> str | None:
     if not value.strip():
         return f"{key} must not be empty (try: any short text)"
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        return f"{key} must be a single line without control characters (try: the same text on one line)"
+        return (
+            f"{key} must be a single line without control characters"
+            " (try: the same text on one line)"
+        )
     return None
 
 

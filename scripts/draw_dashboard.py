@@ -94,12 +94,13 @@ def timeseries(panel: dict, width: float, height: float, start: float, end: floa
             f"{html.escape(number(value, unit))}</text>"
         )
     ticks = 5 if plot_w > 500 else 3
+    label_y = top + plot_h + 16
     for i in range(ticks + 1):
         t = start + (end - start) * i / ticks
         label = datetime.fromtimestamp(t, UTC).strftime("%H:%M:%S")
         anchor = "start" if i == 0 else "end" if i == ticks else "middle"
         parts.append(
-            f'<text x="{x(t):.1f}" y="{top + plot_h + 16:.1f}" text-anchor="{anchor}">{label}</text>'
+            f'<text x="{x(t):.1f}" y="{label_y:.1f}" text-anchor="{anchor}">{label}</text>'
         )
     for index, (legend, pts) in enumerate(lines):
         color = PALETTE[index % len(PALETTE)]

@@ -22,8 +22,7 @@ def run_cookiecutter_cli(
     home.mkdir(exist_ok=True)
     config = tmp_path / "cookiecutter-config.yaml"
     config.write_text(
-        f'cookiecutters_dir: "{home / "cookiecutters"}"\n'
-        f'replay_dir: "{home / "replay"}"\n',
+        f'cookiecutters_dir: "{home / "cookiecutters"}"\nreplay_dir: "{home / "replay"}"\n',
         encoding="utf-8",
     )
     out = tmp_path / "out"

