@@ -6,7 +6,7 @@ import time
 
 from processes import python, wait_for
 
-from {{ cookiecutter.package_name }} import logs, metrics
+from {{ cookiecutter.package_name }} import history, logs, metrics
 from {{ cookiecutter.package_name }}.bookkeeping import Answered, Books
 
 APP_LOGGER = "{{ cookiecutter.package_name }}.app"
@@ -80,6 +80,54 @@ def test_a_full_book_is_booked_by_the_request_thread():
     assert received() == before
     books.note(answer(2))
     assert received() == before + 2
+
+
+def sample(name: str, **labels: str) -> float:
+    return metrics.REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_batch_counts_every_delivery_by_outcome(redis_conn):
+    """A batch moves each counter and the console's tally once, by the batch's numbers."""
+    history.TALLY.bind(redis_conn)  # the test's own tally (see `testing`)
+    names = {
+        "received": ("tw_webhooks_received_total", {}),
+        "orders": ("tw_webhooks_enqueued_total", {"queue": "orders"}),
+        "prices": ("tw_webhooks_enqueued_total", {"queue": "prices"}),
+        "duplicate": ("tw_webhooks_duplicate_total", {}),
+        "bad_signature": ("tw_webhooks_rejected_total", {"code": "bad_signature"}),
+        "storage_unavailable": ("tw_webhooks_errors_total", {"code": "storage_unavailable"}),
+        "latencies": ("tw_webhook_request_duration_seconds_count", {}),
+    }
+    before = {key: sample(name, **labels) for key, (name, labels) in names.items()}
+    books = Books(interval=60)
+    batch = [
+        answer(1),
+        answer(2),
+        answer(3, event_type="price.updated"),
+        answer(4, status=200, outcome="duplicate"),
+        answer(5, status=401, outcome="bad_signature", event_id=None, event_type=None),
+        answer(6, status=503, outcome="storage_unavailable"),
+        answer(7, status=200, is_delivery=False, outcome="ok", path="/healthz"),
+    ]
+    for noted in batch:
+        books.note(noted)
+    assert books.flush() == 7
+    after = {key: sample(name, **labels) for key, (name, labels) in names.items()}
+    assert {key: after[key] - before[key] for key in names} == {
+        "received": 6,
+        "orders": 2,
+        "prices": 1,
+        "duplicate": 1,
+        "bad_signature": 1,
+        "storage_unavailable": 1,
+        "latencies": 6,
+    }
+    history.TALLY.flush()
+    tallied: dict[str, int] = {}
+    for _minute, counts in history.read(redis_conn, history.DELIVERIES, minutes=2):
+        for field, number in counts.items():
+            tallied[field] = tallied.get(field, 0) + number
+    assert tallied == {"accepted": 3, "duplicate": 1, "rejected": 1, "error": 1}
 
 
 def test_one_answer_that_cannot_be_booked_costs_no_other(caplog):
