@@ -87,7 +87,8 @@ def sample(name: str, **labels: str) -> float:
 
 
 def test_a_batch_counts_every_delivery_by_outcome(redis_conn):
-    """A batch moves each counter and the console's tally once, by the batch's numbers."""
+    """Each delivery of a batch lands in its outcome's counter and in the console's tally;
+    a health check in the same batch is logged, not counted."""
     history.TALLY.bind(redis_conn)  # the test's own tally (see `testing`)
     names = {
         "received": ("tw_webhooks_received_total", {}),
