@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -137,6 +138,16 @@ def python(code: str, timeout: float = 30) -> subprocess.CompletedProcess:
         text=True,
         timeout=timeout,
     )
+
+
+def worker_metrics_ports(log: Path) -> dict[int, int]:
+    """Each worker process's metrics port by pid, as its start line in `log` says: the
+    first free port from `TW_WORKER_METRICS_PORT` (the next one up may be another
+    program's)."""
+    found = re.findall(
+        r"worker metrics on http://[^:]+:(\d+)/metrics \(pid (\d+)\)", log.read_text()
+    )
+    return {int(pid): int(port) for port, pid in found}
 
 
 def wait_for(predicate, timeout: float = 30, interval: float = 0.1):

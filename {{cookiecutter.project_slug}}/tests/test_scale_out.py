@@ -9,7 +9,6 @@ since the test Redis speaks no TLS.
 
 import contextlib
 import json
-import re
 import subprocess
 import sys
 import time
@@ -17,7 +16,16 @@ from pathlib import Path
 
 import pytest
 import redis
-from processes import PROJECT_ROOT, gunicorn, project_env, running, totals, wait_for, worker
+from processes import (
+    PROJECT_ROOT,
+    gunicorn,
+    project_env,
+    running,
+    totals,
+    wait_for,
+    worker,
+    worker_metrics_ports,
+)
 from recording_handlers import expected_runs, runs
 from redis.sentinel import SentinelManagedSSLConnection
 
@@ -47,8 +55,8 @@ def replay(url: str, path: Path, env: dict) -> subprocess.Popen:
 
 def metrics_port_of(log: Path) -> int:
     """The port a worker says it serves its metrics on."""
-    found = wait_for(lambda: re.search(r"worker metrics on http://[^:]+:(\d+)/", log.read_text()))
-    return int(found.group(1))
+    [port] = wait_for(lambda: worker_metrics_ports(log)).values()
+    return port
 
 
 def test_two_receivers_and_three_workers_handle_each_event_once(redis_url, redis_conn, tmp_path):

@@ -7,13 +7,12 @@ child serves its handler metrics on its own port.
 """
 
 import os
-import re
 import signal
 import sys
 from pathlib import Path
 
 import pytest
-from processes import PACKAGE, project_env, running, totals, wait_for
+from processes import PACKAGE, project_env, running, totals, wait_for, worker_metrics_ports
 from slow_handlers import FINISHED_AT_KEY, FINISHES_KEY, FIRST_KEY, PID_KEY, STARTS_KEY, counts
 
 from {{ cookiecutter.package_name }}.config import Settings
@@ -88,17 +87,9 @@ def test_a_killed_child_is_replaced_and_its_job_recovered(redis_url, redis_conn,
     )
     log = tmp_path / "worker.log"
 
-    def metrics_ports() -> dict[int, int]:
-        """Each child's metrics port by pid, as its start line says (the first free port
-        from the setting: the next one up may be held by some other program)."""
-        found = re.findall(
-            r"worker metrics on http://[^:]+:(\d+)/metrics \(pid (\d+)\)", log.read_text()
-        )
-        return {int(pid): int(port) for port, pid in found}
-
     def slow_runs(pids: set[int]) -> float:
         """The `slow` handler's runs counted by the children `pids`, all of which answer."""
-        ports = metrics_ports()
+        ports = worker_metrics_ports(log)
         name = "tw_handler_duration_seconds_count"
         urls = [f"http://127.0.0.1:{ports[pid]}/metrics" for pid in pids]
         return sum(totals(url, name, "slow_handlers.slow") for url in urls)
@@ -110,8 +101,8 @@ def test_a_killed_child_is_replaced_and_its_job_recovered(redis_url, redis_conn,
         before = children(command.pid)
         assert len(before) == 2
         # Each child serves its own handler metrics, on a port of its own.
-        wait_for(lambda: metrics_ports().keys() >= before, timeout=10)
-        assert len({metrics_ports()[pid] for pid in before}) == 2
+        wait_for(lambda: worker_metrics_ports(log).keys() >= before, timeout=10)
+        assert len({worker_metrics_ports(log)[pid] for pid in before}) == 2
         assert wait_for(lambda: _or_none(slow_runs, before) == 4, timeout=10)
 
         event = make_event("order.created", {"sleep": 1.5})
@@ -126,7 +117,7 @@ def test_a_killed_child_is_replaced_and_its_job_recovered(redis_url, redis_conn,
         # A process's counts end with it: the dead child's runs are gone, the recovered
         # run is counted by whoever ran it, and the new child serves its own port.
         after = children(command.pid)
-        wait_for(lambda: metrics_ports().keys() >= after, timeout=10)
+        wait_for(lambda: worker_metrics_ports(log).keys() >= after, timeout=10)
         lost = sum(int(redis_conn.hget(PID_KEY, e["id"])) == pid for e in quick)
         assert wait_for(lambda: _or_none(slow_runs, after) == 4 - lost + 1, timeout=10)
     assert counts(redis_conn, FIRST_KEY)[event["id"]] == 1  # done before the kill: not again
