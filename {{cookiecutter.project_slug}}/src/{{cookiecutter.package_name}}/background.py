@@ -10,6 +10,7 @@ owner's to write (`atexit`, or `logging.shutdown` for a handler).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
@@ -37,12 +38,18 @@ class FlushThread:
         return self._thread is not None
 
     def start(self) -> None:
-        """Start the thread in this process unless it runs already (cheap to call often)."""
+        """Start the thread in this process unless it runs already (cheap to call often).
+
+        At interpreter shutdown Python (3.12+) refuses new threads: then nothing starts,
+        and what the owner holds is written by its exit hook, which runs after the last
+        use (the next call tries again, should the refusal have had another cause).
+        """
         if self._thread is not None:
             return
         with self._lock:
             if self._thread is None:
-                self._thread = self._spawn()
+                with contextlib.suppress(RuntimeError):
+                    self._thread = self._spawn()
 
     def _spawn(self) -> threading.Thread:
         stop, interval, owner = self._stop, self.interval, self._owner
