@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib
+import signal
 
 import pytest
 from rq.job import Job
@@ -39,6 +40,16 @@ def record(name, log, fail_times=0):
 def submit(redis_conn, settings, event):
     assert Intake(redis_conn, settings).submit(event)
     return event
+
+
+def test_the_in_process_worker_gives_the_signals_back(settings, redis_conn):
+    """RQ's worker takes SIGINT and SIGTERM; after `run_worker` the test process has its
+    own again (a `multiprocessing.Pool` forked later had hung, its workers deaf to the
+    SIGTERM that ends them)."""
+    before = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    submit(redis_conn, settings, make_event("order.created"))
+    run_worker(redis_conn, settings)
+    assert {number: signal.getsignal(number) for number in before} == before
 
 
 def test_exact_family_and_catch_all_handlers_all_run(calls, settings, redis_conn):

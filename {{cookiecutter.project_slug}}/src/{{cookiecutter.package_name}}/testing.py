@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -63,11 +64,21 @@ def signed_post(client, event: dict | bytes, path: str | None = None, secret: st
 
 
 def run_worker(connection: redis.Redis, settings: Settings) -> bool:
-    """Run every queued job in this process, then return (a burst of the real worker)."""
+    """Run every queued job in this process, then return (a burst of the real worker).
+
+    RQ's worker takes SIGINT and SIGTERM for its warm shutdown and never gives them back;
+    they are given back here, so the test run keeps its own (Ctrl-C stops it, and a
+    process it forks later still dies of SIGTERM: `multiprocessing.Pool` relies on that).
+    """
     from .worker import build_worker
 
     worker = build_worker(settings, connection=connection)
-    return worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    taken = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return worker.work(burst=True, with_scheduler=False, logging_level="WARNING")
+    finally:
+        for number, handler in taken.items():
+            signal.signal(number, handler)
 
 
 @pytest.fixture(scope="session")
