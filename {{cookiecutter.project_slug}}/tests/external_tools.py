@@ -1,6 +1,7 @@
 """Programs some tests need that pip does not install: promtool and prometheus (Debian's
 `prometheus` package), chromium and chromedriver (Debian's `chromium`, `chromium-driver`;
-Google Chrome with its chromedriver, as GitHub's Ubuntu runners have them, does as well).
+Google Chrome with its chromedriver, as GitHub's Ubuntu runners have them, does as well),
+docker with compose (Debian's `docker.io` and `docker-compose`, or Docker's own packages).
 
 Where one is missing, its tests are skipped with a line saying what to install, unless
 `REQUIRE_TEST_TOOLS=1` is set: then they fail, so a CI run that meant to have them cannot
@@ -19,6 +20,8 @@ PACKAGES = {
     "prometheus": "prometheus",
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    "docker": "docker.io",
+    "docker-compose": "docker-compose",
 }
 
 
