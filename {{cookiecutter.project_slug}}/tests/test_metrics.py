@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import pytest
 import redis
-from processes import cli, gunicorn, project_env, wait_for
+from processes import cli, gunicorn, project_env, wait_for, worker, worker_metrics_ports
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
@@ -253,6 +253,20 @@ def test_worker_metrics_port_takes_the_next_free_one():
         for server in (first, second):
             server.shutdown()
             server.server_close()
+
+
+def test_the_worker_serves_its_metrics_on_the_metrics_address_only(redis_url, tmp_path):
+    """TW_METRICS_ADDR keeps the worker's metrics private as it does the receiver's: bound
+    to 127.0.0.1, the port answers there and refuses on another loopback address."""
+    log = tmp_path / "worker.log"
+    env = project_env(redis_url, TW_WORKER_METRICS_PORT=str(free_port()))
+    with worker(env, log):
+        (port,) = wait_for(lambda: worker_metrics_ports(log)).values()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            assert response.status == 200
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.2", port), timeout=5).close()
+    assert f"worker metrics on http://127.0.0.1:{port}/metrics" in log.read_text()
 
 
 # --- logs ------------------------------------------------------------------------------

@@ -249,7 +249,8 @@ def serve_receiver_metrics(settings: Settings) -> WSGIServer | None:
 
 
 def serve_worker_metrics(port: int, addr: str = "0.0.0.0") -> WSGIServer:
-    """Serve this process's metrics from a thread on the first free port from `port`.
+    """Serve this process's metrics from a thread on the first free port from `port`, on
+    `addr` (the worker passes `TW_METRICS_ADDR`, as the receiver does).
 
     Returns the server (`.server_port` is the port taken, `.shutdown()` stops it).
     """

@@ -3,8 +3,8 @@
 It runs RQ's `SimpleWorker`, which performs jobs in its own process instead of forking a
 child per job. RQ's default `Worker` forks for isolation, and pays for it with roughly ten
 milliseconds per job; the handlers here are the project's own short functions, so the
-isolation buys little and the fork costs most of the throughput (see the benchmarks in the
-README). Run several worker processes to use several cores, or to wait on several API
+isolation buys little and the fork costs most of the throughput (`docs/performance.md` has the
+figures). Run several worker processes to use several cores, or to wait on several API
 calls at once: `worker --processes N` runs N of them under one command (`supervisor.py`).
 
 A worker can die in the middle of a job (kill -9, out of memory, a lost machine). RQ finds
@@ -383,7 +383,7 @@ def run(settings: Settings, queue_names: list[str] | None = None, burst: bool = 
     if settings.worker_metrics_port:
         from .metrics import serve_worker_metrics
 
-        serve_worker_metrics(settings.worker_metrics_port)
+        serve_worker_metrics(settings.worker_metrics_port, settings.metrics_addr)
     # RQ narrates every job at INFO; the handlers' own lines say what matters.
     rq_level = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
     worker.work(burst=burst, with_scheduler=True, logging_level=rq_level)
