@@ -2,12 +2,15 @@
 receiver, run by worker bursts (one handler that fails), archived by capture."""
 
 import dataclasses
+import http.client
 import json
 import re
+import sys
 from html import unescape
 
 import pytest
 import redis
+from processes import PACKAGE, project_env, running, wait_until_up
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -248,6 +251,103 @@ def test_every_post_needs_the_sessions_csrf_token(mixed, console, settings, redi
     assert ok.status_code == 303 and inspect_events.failed_ids(redis_conn) == []
 
 
+def test_a_post_without_its_csrf_token_says_why(mixed, console):
+    missing = console.post("/failed/retry", data={"id": mixed["failed"]["id"]})
+    assert missing.status_code == 403 and "carries no CSRF token" in text(missing)
+    wrong = console.post("/failed/retry", data={"id": mixed["failed"]["id"], "csrf": "x"})
+    assert wrong.status_code == 403 and "not this session&#39;s" in text(wrong)
+
+
+REBOUND = "rebind.attacker.test"
+
+
+def test_another_sites_name_rebound_to_the_console_is_refused(mixed, console, redis_conn):
+    """DNS rebinding: a page of rebind.attacker.test, its name now pointing at 127.0.0.1,
+    would read the CSRF token and post with its own (matching) Origin."""
+    page = console.get("/failed", headers={"Host": f"{REBOUND}:8050"})
+    assert page.status_code == 421 and 'csrf-token" content=""' in text(page)
+    assert f"not to &#39;{REBOUND}:8050&#39;" in text(page)
+    assert "localhost" in text(page) and "Set-Cookie" not in page.headers
+    token = csrf(console, "/failed")  # even with a token read some other way
+    posted = console.post(
+        "/failed/retry-matching",
+        data={"csrf": token},
+        headers={"Host": REBOUND, "Origin": f"http://{REBOUND}"},
+    )
+    assert posted.status_code == 421
+    assert inspect_events.failed_ids(redis_conn) == [mixed["failed"]["id"]]
+    for name in ("localhost", "localhost:8050", "127.0.0.1", "127.0.0.1:9000", "[::1]:8050",
+                 "LOCALHOST:1"):  # fmt: skip
+        assert console.get("/", headers={"Host": name}).status_code == 200, name
+    for name in ("127.0.0.1.nip.io", "localhost.attacker.test", "[::2]", "0.0.0.0:8050"):
+        assert console.get("/", headers={"Host": name}).status_code == 421, name
+
+
+def test_the_configured_host_is_answered_and_with_a_token_any_name(settings, redis_conn):
+    own = make_console(settings, redis_conn, host="127.0.0.2")
+    assert own.get("/", headers={"Host": "127.0.0.2:8050"}).status_code == 200
+    assert own.get("/", headers={"Host": "127.0.0.3"}).status_code == 421
+    ipv6 = make_console(settings, redis_conn, host="::1")
+    assert ipv6.get("/", headers={"Host": "[::1]:8050"}).status_code == 200
+    # With a token (needed beyond loopback), the token guards it, under any name.
+    for host in ("0.0.0.0", "127.0.0.1"):
+        guarded = make_console(settings, redis_conn, token=TOKEN, host=host)
+        assert guarded.get("/", headers={"Host": "ops.example.com"}).status_code == 302
+
+
+def test_every_post_must_come_from_the_consoles_own_origin(mixed, console, redis_conn):
+    failed_id = mixed["failed"]["id"]
+    token = csrf(console, "/failed")
+    for headers in (
+        {"Origin": "http://evil.example"},
+        {"Origin": "http://localhost:8050"},  # another port is another origin
+        {"Origin": "null"},
+        {"Origin": ""},
+        {"Referer": "http://evil.example/page"},
+    ):
+        response = console.post(
+            "/failed/retry", data={"csrf": token, "id": failed_id}, headers=headers
+        )
+        assert response.status_code == 403, headers
+        assert "changes are taken only from the console&#39;s own pages" in text(response)
+    assert inspect_events.failed_ids(redis_conn) == [failed_id]
+    same = console.post(
+        "/failed/retry",
+        data={"csrf": token, "id": failed_id},
+        headers={"Origin": "http://localhost", "Referer": "http://evil.example/"},
+    )
+    assert same.status_code == 303 and inspect_events.failed_ids(redis_conn) == []
+
+
+def test_the_running_console_refuses_a_rebound_name_over_http(redis_url, tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", PACKAGE, "console", "--port", str(port)]
+    log = tmp_path / "console.log"
+    with running(command, project_env(redis_url), log) as process:
+        wait_until_up(f"http://127.0.0.1:{port}/", process, log)
+
+        def ask(method: str, headers: dict[str, str], body: str = "") -> tuple[int, str]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                connection.request(method, "/failed/retry-matching" if body else "/failed",
+                                   body=body or None, headers=headers)  # fmt: skip
+                response = connection.getresponse()
+                return response.status, response.read().decode()
+            finally:
+                connection.close()
+
+        status, page = ask("GET", {"Host": f"{REBOUND}:{port}"})
+        assert status == 421 and "answers only to" in page
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        rebound = {"Host": f"{REBOUND}:{port}", "Origin": f"http://{REBOUND}:{port}"}
+        assert ask("POST", {**form, **rebound}, "type=order.*")[0] == 421
+        elsewhere = {"Host": f"127.0.0.1:{port}", "Origin": "http://evil.example"}
+        status, page = ask("POST", {**form, **elsewhere}, "type=order.*")
+        assert status == 403 and "own pages" in page
+        status, page = ask("GET", {"Host": f"localhost:{port}"})
+        assert status == 200 and "Failed" in page
+
+
 def test_read_only_hides_the_actions_and_refuses_them(mixed, settings, redis_conn):
     console = make_console(settings, redis_conn, read_only=True)
     failed_id = mixed["failed"]["id"]
@@ -319,7 +419,7 @@ def test_security_headers_on_every_answer(console):
         csp = headers["Content-Security-Policy"]
         assert csp.startswith("default-src 'self';") and "'unsafe-inline'" not in csp
         assert headers["X-Frame-Options"] == "DENY"
-        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["Referrer-Policy"] == "same-origin"
         assert headers["X-Content-Type-Options"] == "nosniff"
     page = console.get("/failed")
     nonce = re.search(r"style-src 'nonce-([^']+)'", page.headers["Content-Security-Policy"])
