@@ -457,6 +457,36 @@ def test_hostile_content_is_shown_as_text(state, receiver, console, redis_conn, 
     assert pages[4].status_code == 404 and "&lt;script&gt;alert(5)" in text(pages[4])
 
 
+def test_a_lone_surrogate_in_an_event_is_shown_as_its_escape(
+    receiver, settings, redis_conn, console
+):
+    """JSON may escape half of a UTF-16 pair on its own (`"\\ud800"`); UTF-8 has no such
+    character. The receiver takes the event as sent, the handler gets it, and every page
+    shows it, escaped as it came, rather than a 500."""
+    registry.clear_handlers()
+    seen = []
+
+    def notes(event):
+        seen.append(event.object["note"])
+        raise ValueError("bad note " + event.object["note"])
+
+    registry.on("order.created")(notes)
+    event = make_event("order.created", {"id": "ord_1", "note": "half \ud800 of a pair"})
+    body = json.dumps(event).encode()
+    assert b"\\ud800" in body
+    deliver(receiver, event)
+    run_worker(redis_conn, settings)
+    assert seen[0] == "half \ud800 of a pair"
+    for path in ("/", "/events", "/failed", "/captured", "/captured/export.jsonl"):
+        assert console.get(path).status_code == 200, path
+    page = console.get(f"/events/{event['id']}")
+    assert page.status_code == 200
+    html = unescape(text(page))
+    assert "ValueError: bad note half \\ud800 of a pair" in html
+    shown = re.search(r"<h2>Envelope</h2>\s*<pre>(.*?)</pre>", html, re.S).group(1)
+    assert json.loads(shown) == event
+
+
 def test_redis_down_is_a_503_page(settings):
     gone = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))  # fails at once
     console = console_app.create_app(settings, gone).test_client()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import secrets
 import time
 from collections import deque
@@ -21,6 +22,7 @@ from urllib.parse import urlencode
 
 import redis
 from flask import Flask, Response, abort, g, redirect, render_template, request, url_for
+from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from .. import capture, inspect_events
@@ -45,6 +47,20 @@ ACTIONS = {"retry", "retry_matching"}
 OPEN_ENDPOINTS = {"login"}
 DELIVERY_FIELDS = {"accepted": "ok", "duplicate": "dup", "rejected": "warn", "error": "bad"}
 HANDLER_FIELDS = {"ok": "ok", "failed": "bad"}
+
+
+# A UTF-16 surrogate on its own: JSON may carry one (`"\ud800"`), UTF-8 cannot.
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def printable(value: object) -> object:
+    r"""What a page shows for `value`: itself, but a lone surrogate in a text (which an
+    event may carry, escaped in its JSON) as the escape it came as, `\ud800`: a page is
+    UTF-8, which has no such character, and answering 500 would hide the whole event."""
+    if not isinstance(value, str) or not LONE_SURROGATE.search(value):
+        return value
+    shown = LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", value)
+    return Markup(shown) if isinstance(value, Markup) else shown
 
 
 class BadFilter(ValueError):
@@ -117,6 +133,7 @@ def create_app(
     hosts = allowed_hosts(host, token)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.jinja_env.finalize = printable  # every value any page prints
 
     @app.template_filter("when")
     def when(moment: datetime | float | None) -> str:
