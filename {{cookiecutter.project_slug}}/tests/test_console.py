@@ -149,6 +149,35 @@ def test_bad_filters_are_explained_with_400(console):
     assert response.status_code == 400 and "status: choose one of" in text(response)
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=99999999999999999999",
+        "until=99999999999999999999",
+        "since=99999999999999999999d",
+        "until=0001-01-01",
+        "since=-5",
+        "since=1e5",
+    ],
+)
+def test_a_time_filter_out_of_range_is_a_400_not_redis_down(receiver, console, query):
+    deliver(receiver, make_event("order.created"))
+    for path in ("/captured", "/captured/export.jsonl", "/events", "/failed"):
+        response = console.get(f"{path}?{query}")
+        assert response.status_code == 400, (path, text(response))
+        assert "Redis" not in text(response)
+        assert re.search(r"(since|until): .*(out of range|want unix seconds)", text(response))
+
+
+def test_a_time_filter_at_the_ends_of_the_range_finds_nothing_or_everything(receiver, console):
+    event = make_event("order.created")
+    deliver(receiver, event)
+    assert event["id"] not in text(console.get("/captured?until=0"))
+    assert console.get("/captured/export.jsonl?until=0").get_data() == b""
+    assert event["id"] in text(console.get("/captured?since=0&until=9999-12-31"))
+    assert event["id"] in text(console.get("/events?until=9999-12-31"))
+
+
 def test_one_event_with_envelope_attempts_request_id_and_headers(mixed, console, redis_conn):
     event = mixed["failed"]
     html = text(console.get(f"/events/{event['id']}"))

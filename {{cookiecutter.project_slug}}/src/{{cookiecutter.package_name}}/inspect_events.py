@@ -204,6 +204,7 @@ def failed_ids(connection: redis.Redis, queues: Iterable[str] = QUEUES) -> list[
 # `2h` in `--since 2h`: that long before now.
 _RELATIVE_TIME = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LAST_MOMENT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 # Jobs fetched per round trip while filtering a registry.
 FETCH_BATCH = 500
 
@@ -220,17 +221,23 @@ def parse_moment(value: str, now: float | None = None) -> float:
     relative = _RELATIVE_TIME.fullmatch(value)
     if relative:
         amount, unit = relative.groups()
-        return (time.time() if now is None else now) - float(amount) * _UNIT_SECONDS[unit]
-    if value.replace(".", "", 1).isdigit():
-        return float(value)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"want unix seconds, an ISO date/time (2026-12-01T14:30) or a time ago "
-            f"(90s, 15m, 2h, 3d), got {value!r}"
-        ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        moment = (time.time() if now is None else now) - float(amount) * _UNIT_SECONDS[unit]
+    elif value.replace(".", "", 1).isdigit():
+        moment = float(value)
+    else:
+        try:
+            stamp = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"want unix seconds, an ISO date/time (2026-12-01T14:30) or a time ago "
+                f"(90s, 15m, 2h, 3d), got {value!r}"
+            ) from None
+        moment = (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    if not 0 <= moment <= _LAST_MOMENT:
+        # Redis stream ids, datetime and the clock all end somewhere; a filter past them
+        # is a typing slip, not a question about Redis.
+        raise ValueError(f"{value!r} is out of range: want a time from 1970 to the year 9999")
+    return moment
 
 
 def handler_matches(wanted: str, name: str) -> bool:
