@@ -13,14 +13,17 @@ import redis
 from processes import PACKAGE, project_env, running, wait_until_up
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from rq.serializers import JSONSerializer
 
 from {{ cookiecutter.package_name }} import capture, cli, history, inspect_events
 from {{ cookiecutter.package_name }}.app import create_app as create_receiver
 from {{ cookiecutter.package_name }}.console import app as console_app
 from {{ cookiecutter.package_name }}.console.security import COOKIE, check_binding
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.intake import open_queues
 from {{ cookiecutter.package_name }}.registry import registry
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, run_worker, signed_headers
+from {{ cookiecutter.package_name }}.worker import Worker, requeue_abandoned
 
 TOKEN = "console-token-0123456789"
 HOSTILE = '<script>alert("x")</script> \' " & ünïcødé ☃ ' + "z" * 5000
@@ -104,6 +107,22 @@ def test_overview_shows_queues_failures_workers_and_the_last_hour(mixed, console
     failures = re.findall(r"<code>[^<]*\.(\w+)</code></td><td class=\"num[^\"]*\">(\d+)</td>", html)
     assert failures == [("mails", "4"), ("books", "0")]
     assert html.count('<rect class="ok"') >= 2 and '<rect class="bad"' in html
+
+
+def test_the_charts_read_out_only_the_busy_minutes_and_a_quiet_hour_in_one_line(receiver, console):
+    """A bar's title is what a text browser or a screen reader reads: not 60 lines of
+    "none" for an idle hour."""
+    quiet = text(console.get("/"))
+    assert "No deliveries in the last hour." in quiet and "No runs in the last hour." in quiet
+    assert "<svg" not in quiet and "UTC: none" not in quiet
+    deliver(receiver, *[make_event("price.updated") for _ in range(3)])
+    history.TALLY.flush()
+    busy = text(console.get("/"))
+    # One title per minute that had deliveries (two if the test straddles a minute).
+    titles = re.findall(r"<title>\d\d:\d\d UTC: (\d+) accepted, 0 duplicate, [^<]*</title>", busy)
+    assert 1 <= len(titles) <= 2 and sum(map(int, titles)) == 3
+    assert busy.count("<title>") == 1 + len(titles)  # the page's own, and those
+    assert busy.count("<svg") == 1 and "No runs in the last hour." in busy
 
 
 def test_events_filter_by_status_type_id_and_time(mixed, console):
@@ -210,6 +229,37 @@ def test_a_secret_header_in_an_archive_is_redacted_and_no_secret_is_shown(
     assert "abcdef0123" not in html
     for path in ("/", "/events", "/failed", "/captured", f"/events/{event['id']}"):
         assert TEST_SECRET not in text(console.get(path))
+
+
+def test_a_run_cut_short_by_a_lost_worker_is_shown(state, receiver, settings, redis_conn, console):
+    """A worker killed mid-run leaves no result; `requeue_abandoned` puts the event back
+    and counts it in the job. The page said "attempts 1" after it ran again."""
+    event = make_event("order.created")
+    deliver(receiver, event)
+    queue = open_queues(redis_conn)["orders"]
+    dead = Worker([queue], connection=redis_conn, lost_after=2)
+    job, _ = queue.dequeue_any([queue], None, connection=redis_conn, serializer=JSONSerializer)
+    dead.prepare_execution(job)
+    dead.prepare_job_execution(job)  # then it vanishes, as under kill -9
+    started = queue.started_job_registry.key
+    redis_conn.zadd(started, dict.fromkeys(redis_conn.zrange(started, 0, -1), 0))  # silent
+    assert requeue_abandoned(queue) == [event["id"]]
+
+    def attempts_shown() -> str:
+        html = text(console.get(f"/events/{event['id']}"))
+        assert "No run recorded yet" not in html and "the worker running it was lost" in html
+        found = re.search(r"<dt>attempts</dt><dd>(\d+) [^\n]*\(1 cut short by a lost worker", html)
+        return found.group(1) if found else html
+
+    assert attempts_shown() == "1"
+    run_worker(redis_conn, settings)  # `mails` fails every try
+    assert attempts_shown() == str(1 + settings.retry_max + 1)
+    state["broken"] = False
+    retried = console.post("/failed/retry", data={"csrf": csrf(console), "id": event["id"]})
+    assert retried.status_code == 303
+    run_worker(redis_conn, settings)
+    assert inspect_events.show(redis_conn, event["id"]).status == "processed"
+    assert attempts_shown() == str(1 + settings.retry_max + 1 + 1)  # each run counted once
 
 
 def test_unknown_event_is_404(console):

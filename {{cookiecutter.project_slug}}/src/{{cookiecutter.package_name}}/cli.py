@@ -137,6 +137,8 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"enqueued at:   {_when(info.enqueued_at)}")
         print(f"ended at:      {_when(info.ended_at)}")
         print(f"attempts:      {info.attempts}")
+        if info.abandoned:
+            print(f"abandoned:     {info.abandoned} run(s) cut short by a lost worker, requeued")
         print(f"retries left:  {info.retries_left if info.retries_left is not None else 0}")
         print(f"handlers done: {', '.join(info.handlers_done) or '-'}")
         if info.handlers_failed:

@@ -35,6 +35,7 @@ from .events import QUEUES, check_type_pattern, type_matches
 from .intake import is_seen, secrets_last_verified
 from .jobs import DONE_META_KEY, FAILED_META_KEY, LAST_ERROR_META_KEY
 from .signature import fingerprint
+from .worker import ABANDONED_META_KEY
 
 # RQ's job statuses in the words the commands use.
 STATUS_NAMES = {
@@ -77,6 +78,9 @@ class EventInfo:
     received_at: datetime | None = None
     # The handlers that raised in the latest run (empty once a run succeeds).
     handlers_failed: tuple[str, ...] = ()
+    # Runs cut short by a lost worker (killed, out of memory), after which the event was
+    # requeued; counted in `attempts` too.
+    abandoned: int = 0
 
     @property
     def last_activity(self) -> datetime:
@@ -95,18 +99,25 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
+def abandoned(job: Job) -> int:
+    """How many runs of the job a lost worker left unfinished, each followed by a requeue
+    (`worker.requeue_abandoned` counts them in the job)."""
+    return int(job.meta.get(ABANDONED_META_KEY, 0))
+
+
 def attempts(job: Job) -> int:
     """How many times the job function ran (or is running) for this event.
 
     RQ writes a result only for the final outcome, so this counts the retries used up
-    (`retry_intervals` holds one interval per retry granted) plus the current run.
+    (`retry_intervals` holds one interval per retry granted) plus the current run, plus
+    the runs a lost worker left unfinished: those spend no retry, and leave no result.
     """
     granted = len(job.retry_intervals or ())
     used = max(granted - (job.retries_left or 0), 0)
     ran = job.get_status(refresh=False) in (
         JobStatus.STARTED, JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED,
     )  # fmt: skip
-    return int(job.meta.get(EARLIER_ATTEMPTS_META_KEY, 0)) + used + int(ran)
+    return int(job.meta.get(EARLIER_ATTEMPTS_META_KEY, 0)) + used + int(ran) + abandoned(job)
 
 
 def info_from_job(job: Job, seen: bool = False) -> EventInfo:
@@ -136,6 +147,7 @@ def info_from_job(job: Job, seen: bool = False) -> EventInfo:
         envelope=envelope,
         received_at=_aware(job.created_at),
         handlers_failed=tuple(job.meta.get(FAILED_META_KEY, ())),
+        abandoned=abandoned(job),
     )
 
 
@@ -393,7 +405,8 @@ def retry(connection: redis.Redis, settings: Settings, event_id: str) -> Job:
     job = fetch_job(connection, event_id)
     if job is None:
         raise NotFailed(f"no job for event {event_id}")
-    job.meta[EARLIER_ATTEMPTS_META_KEY] = attempts(job)
+    # The abandoned runs stay counted in the job's meta; `attempts` adds them itself.
+    job.meta[EARLIER_ATTEMPTS_META_KEY] = attempts(job) - abandoned(job)
     job.meta.pop(LAST_ERROR_META_KEY, None)  # older than the final failure's result
     job.retries_left = settings.retry_max or None
     job.retry_intervals = settings.retry_intervals or None
