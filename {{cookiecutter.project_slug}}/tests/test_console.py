@@ -231,7 +231,9 @@ def test_a_secret_header_in_an_archive_is_redacted_and_no_secret_is_shown(
         assert TEST_SECRET not in text(console.get(path))
 
 
-def test_a_run_cut_short_by_a_lost_worker_is_shown(state, receiver, settings, redis_conn, console):
+def test_a_run_cut_short_by_a_lost_worker_is_shown(
+    state, receiver, settings, redis_conn, console, redis_url, monkeypatch, tmp_path, capsys
+):
     """A worker killed mid-run leaves no result; `requeue_abandoned` puts the event back
     and counts it in the job. The page said "attempts 1" after it ran again."""
     event = make_event("order.created")
@@ -260,6 +262,12 @@ def test_a_run_cut_short_by_a_lost_worker_is_shown(state, receiver, settings, re
     run_worker(redis_conn, settings)
     assert inspect_events.show(redis_conn, event["id"]).status == "processed"
     assert attempts_shown() == str(1 + settings.retry_max + 1 + 1)  # each run counted once
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert cli.main(["events", "show", event["id"]]) == 0
+    shown = capsys.readouterr().out
+    assert f"attempts:      {settings.retry_max + 3}\n" in shown
+    assert "abandoned:     1 run(s) cut short by a lost worker, requeued\n" in shown
 
 
 def test_unknown_event_is_404(console):
