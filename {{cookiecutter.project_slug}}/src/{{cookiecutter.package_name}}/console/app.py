@@ -166,9 +166,9 @@ def create_app(
             "statuses": inspect_events.STATUSES,
         }
 
-    @app.before_request
-    def admit() -> Response | None:
-        g.csp_nonce = secrets.token_urlsafe(16)
+    def refuse_other_sites() -> None:
+        """Abort unless the browser took this console for itself: asked by one of its own
+        names (DNS rebinding asks by another), and a POST sent by one of its own pages."""
         if hosts is not None and host_name(request.host) not in hosts:
             abort(
                 421,
@@ -185,6 +185,11 @@ def create_app(
                 f"not by this console ({request.host}): changes are taken only from the "
                 "console's own pages.",
             )
+
+    @app.before_request
+    def admit() -> Response | None:
+        g.csp_nonce = secrets.token_urlsafe(16)
+        refuse_other_sites()
         g.session = guard.read_session(request.cookies.get(COOKIE))
         g.new_cookie = None
         by_header = bearer(request.headers.get("Authorization")) if guard.required else None
