@@ -2,6 +2,7 @@
 
 import io
 import json
+import time
 
 import pytest
 import redis
@@ -11,6 +12,7 @@ from redis.retry import Retry
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.config import ConfigError, Settings
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.events import MAX_CREATED_AHEAD_SECONDS
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, signed_headers
 
 PATH = Settings().webhook_path
@@ -116,6 +118,25 @@ def test_non_ascii_header_is_a_4xx(client, make_event):
 def test_signed_but_invalid_bodies_are_400(client, redis_conn, body, code):
     assert_error(post(client, body), 400, code)
     assert queued(redis_conn) == 0
+
+
+def test_a_created_far_in_the_future_is_400(client, redis_conn):
+    """A `created` more than a day ahead (milliseconds, or 10**300) would hold
+    `newest_only`'s mark above every real event of its object; a day is far more than the
+    signature tolerance lets an honest clock be ahead."""
+    now = int(time.time())
+    for created in (now + MAX_CREATED_AHEAD_SECONDS + 60, now * 1000, 10**300):
+        body = json.dumps(make_event("price.updated", created=created)).encode()
+        response = post(client, body)
+        assert_error(response, 400, "invalid_event")
+        message = response.get_json()["error"]["message"]
+        assert message.startswith(f"`created` is more than {MAX_CREATED_AHEAD_SECONDS} s ahead")
+    assert queued(redis_conn) == 0
+    tolerance = Settings().tolerance_seconds
+    for created in (now + MAX_CREATED_AHEAD_SECONDS - 60, now + 2 * tolerance, 0):
+        body = json.dumps(make_event("price.updated", created=created)).encode()
+        assert post(client, body).status_code == 202
+    assert queued(redis_conn) == 3
 
 
 def event_of_size(size: int) -> bytes:

@@ -93,6 +93,9 @@ def test_a_handler_module_missing_a_dependency_keeps_its_traceback(
         ["replay", "--concurrency", "-1", "samples"],
         ["events", "list", "--limit", "-1"],
         ["failed", "list", "--limit", "x"],
+        # Past what Redis takes as a count: not a "Redis refused" after connecting.
+        ["events", "list", "--limit", "99999999999999999999"],
+        ["events", "export", "--limit", "99999999999999999999"],
     ],
 )
 def test_a_count_below_one_is_refused_by_the_parser(argv, capsys):

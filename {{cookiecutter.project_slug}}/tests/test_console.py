@@ -2,22 +2,28 @@
 receiver, run by worker bursts (one handler that fails), archived by capture."""
 
 import dataclasses
+import http.client
 import json
 import re
+import sys
 from html import unescape
 
 import pytest
 import redis
+from processes import PACKAGE, project_env, running, wait_until_up
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from rq.serializers import JSONSerializer
 
 from {{ cookiecutter.package_name }} import capture, cli, history, inspect_events
 from {{ cookiecutter.package_name }}.app import create_app as create_receiver
 from {{ cookiecutter.package_name }}.console import app as console_app
 from {{ cookiecutter.package_name }}.console.security import COOKIE, check_binding
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.intake import open_queues
 from {{ cookiecutter.package_name }}.registry import registry
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, run_worker, signed_headers
+from {{ cookiecutter.package_name }}.worker import Worker, requeue_abandoned
 
 TOKEN = "console-token-0123456789"
 HOSTILE = '<script>alert("x")</script> \' " & ünïcødé ☃ ' + "z" * 5000
@@ -103,6 +109,22 @@ def test_overview_shows_queues_failures_workers_and_the_last_hour(mixed, console
     assert html.count('<rect class="ok"') >= 2 and '<rect class="bad"' in html
 
 
+def test_the_charts_read_out_only_the_busy_minutes_and_a_quiet_hour_in_one_line(receiver, console):
+    """A bar's title is what a text browser or a screen reader reads: not 60 lines of
+    "none" for an idle hour."""
+    quiet = text(console.get("/"))
+    assert "No deliveries in the last hour." in quiet and "No runs in the last hour." in quiet
+    assert "<svg" not in quiet and "UTC: none" not in quiet
+    deliver(receiver, *[make_event("price.updated") for _ in range(3)])
+    history.TALLY.flush()
+    busy = text(console.get("/"))
+    # One title per minute that had deliveries (two if the test straddles a minute).
+    titles = re.findall(r"<title>\d\d:\d\d UTC: (\d+) accepted, 0 duplicate, [^<]*</title>", busy)
+    assert 1 <= len(titles) <= 2 and sum(map(int, titles)) == 3
+    assert busy.count("<title>") == 1 + len(titles)  # the page's own, and those
+    assert busy.count("<svg") == 1 and "No runs in the last hour." in busy
+
+
 def test_events_filter_by_status_type_id_and_time(mixed, console):
     def ids(query):
         response = console.get("/events" + query)
@@ -146,6 +168,35 @@ def test_bad_filters_are_explained_with_400(console):
     assert response.status_code == 400 and "status: choose one of" in text(response)
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=99999999999999999999",
+        "until=99999999999999999999",
+        "since=99999999999999999999d",
+        "until=0001-01-01",
+        "since=-5",
+        "since=1e5",
+    ],
+)
+def test_a_time_filter_out_of_range_is_a_400_not_redis_down(receiver, console, query):
+    deliver(receiver, make_event("order.created"))
+    for path in ("/captured", "/captured/export.jsonl", "/events", "/failed"):
+        response = console.get(f"{path}?{query}")
+        assert response.status_code == 400, (path, text(response))
+        assert "Redis" not in text(response)
+        assert re.search(r"(since|until): .*(out of range|want unix seconds)", text(response))
+
+
+def test_a_time_filter_at_the_ends_of_the_range_finds_nothing_or_everything(receiver, console):
+    event = make_event("order.created")
+    deliver(receiver, event)
+    assert event["id"] not in text(console.get("/captured?until=0"))
+    assert console.get("/captured/export.jsonl?until=0").get_data() == b""
+    assert event["id"] in text(console.get("/captured?since=0&until=9999-12-31"))
+    assert event["id"] in text(console.get("/events?until=9999-12-31"))
+
+
 def test_one_event_with_envelope_attempts_request_id_and_headers(mixed, console, redis_conn):
     event = mixed["failed"]
     html = text(console.get(f"/events/{event['id']}"))
@@ -178,6 +229,45 @@ def test_a_secret_header_in_an_archive_is_redacted_and_no_secret_is_shown(
     assert "abcdef0123" not in html
     for path in ("/", "/events", "/failed", "/captured", f"/events/{event['id']}"):
         assert TEST_SECRET not in text(console.get(path))
+
+
+def test_a_run_cut_short_by_a_lost_worker_is_shown(
+    state, receiver, settings, redis_conn, console, redis_url, monkeypatch, tmp_path, capsys
+):
+    """A worker killed mid-run leaves no result; `requeue_abandoned` puts the event back
+    and counts it in the job. The page said "attempts 1" after it ran again."""
+    event = make_event("order.created")
+    deliver(receiver, event)
+    queue = open_queues(redis_conn)["orders"]
+    dead = Worker([queue], connection=redis_conn, lost_after=2)
+    job, _ = queue.dequeue_any([queue], None, connection=redis_conn, serializer=JSONSerializer)
+    dead.prepare_execution(job)
+    dead.prepare_job_execution(job)  # then it vanishes, as under kill -9
+    started = queue.started_job_registry.key
+    redis_conn.zadd(started, dict.fromkeys(redis_conn.zrange(started, 0, -1), 0))  # silent
+    assert requeue_abandoned(queue) == [event["id"]]
+
+    def attempts_shown() -> str:
+        html = text(console.get(f"/events/{event['id']}"))
+        assert "No run recorded yet" not in html and "the worker running it was lost" in html
+        found = re.search(r"<dt>attempts</dt><dd>(\d+) [^\n]*\(1 cut short by a lost worker", html)
+        return found.group(1) if found else html
+
+    assert attempts_shown() == "1"
+    run_worker(redis_conn, settings)  # `mails` fails every try
+    assert attempts_shown() == str(1 + settings.retry_max + 1)
+    state["broken"] = False
+    retried = console.post("/failed/retry", data={"csrf": csrf(console), "id": event["id"]})
+    assert retried.status_code == 303
+    run_worker(redis_conn, settings)
+    assert inspect_events.show(redis_conn, event["id"]).status == "processed"
+    assert attempts_shown() == str(1 + settings.retry_max + 1 + 1)  # each run counted once
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    assert cli.main(["events", "show", event["id"]]) == 0
+    shown = capsys.readouterr().out
+    assert f"attempts:      {settings.retry_max + 3}\n" in shown
+    assert "abandoned:     1 run(s) cut short by a lost worker, requeued\n" in shown
 
 
 def test_unknown_event_is_404(console):
@@ -246,6 +336,103 @@ def test_every_post_needs_the_sessions_csrf_token(mixed, console, settings, redi
     assert inspect_events.failed_ids(redis_conn) == [failed_id]
     ok = console.post("/failed/retry", data={"id": failed_id, "csrf": csrf(console)})
     assert ok.status_code == 303 and inspect_events.failed_ids(redis_conn) == []
+
+
+def test_a_post_without_its_csrf_token_says_why(mixed, console):
+    missing = console.post("/failed/retry", data={"id": mixed["failed"]["id"]})
+    assert missing.status_code == 403 and "carries no CSRF token" in text(missing)
+    wrong = console.post("/failed/retry", data={"id": mixed["failed"]["id"], "csrf": "x"})
+    assert wrong.status_code == 403 and "not this session&#39;s" in text(wrong)
+
+
+REBOUND = "rebind.attacker.test"
+
+
+def test_another_sites_name_rebound_to_the_console_is_refused(mixed, console, redis_conn):
+    """DNS rebinding: a page of rebind.attacker.test, its name now pointing at 127.0.0.1,
+    would read the CSRF token and post with its own (matching) Origin."""
+    page = console.get("/failed", headers={"Host": f"{REBOUND}:8050"})
+    assert page.status_code == 421 and 'csrf-token" content=""' in text(page)
+    assert f"not to &#39;{REBOUND}:8050&#39;" in text(page)
+    assert "localhost" in text(page) and "Set-Cookie" not in page.headers
+    token = csrf(console, "/failed")  # even with a token read some other way
+    posted = console.post(
+        "/failed/retry-matching",
+        data={"csrf": token},
+        headers={"Host": REBOUND, "Origin": f"http://{REBOUND}"},
+    )
+    assert posted.status_code == 421
+    assert inspect_events.failed_ids(redis_conn) == [mixed["failed"]["id"]]
+    for name in ("localhost", "localhost:8050", "127.0.0.1", "127.0.0.1:9000", "[::1]:8050",
+                 "LOCALHOST:1"):  # fmt: skip
+        assert console.get("/", headers={"Host": name}).status_code == 200, name
+    for name in ("127.0.0.1.nip.io", "localhost.attacker.test", "[::2]", "0.0.0.0:8050"):
+        assert console.get("/", headers={"Host": name}).status_code == 421, name
+
+
+def test_the_configured_host_is_answered_and_with_a_token_any_name(settings, redis_conn):
+    own = make_console(settings, redis_conn, host="127.0.0.2")
+    assert own.get("/", headers={"Host": "127.0.0.2:8050"}).status_code == 200
+    assert own.get("/", headers={"Host": "127.0.0.3"}).status_code == 421
+    ipv6 = make_console(settings, redis_conn, host="::1")
+    assert ipv6.get("/", headers={"Host": "[::1]:8050"}).status_code == 200
+    # With a token (needed beyond loopback), the token guards it, under any name.
+    for host in ("0.0.0.0", "127.0.0.1"):
+        guarded = make_console(settings, redis_conn, token=TOKEN, host=host)
+        assert guarded.get("/", headers={"Host": "ops.example.com"}).status_code == 302
+
+
+def test_every_post_must_come_from_the_consoles_own_origin(mixed, console, redis_conn):
+    failed_id = mixed["failed"]["id"]
+    token = csrf(console, "/failed")
+    for headers in (
+        {"Origin": "http://evil.example"},
+        {"Origin": "http://localhost:8050"},  # another port is another origin
+        {"Origin": "null"},
+        {"Origin": ""},
+        {"Referer": "http://evil.example/page"},
+    ):
+        response = console.post(
+            "/failed/retry", data={"csrf": token, "id": failed_id}, headers=headers
+        )
+        assert response.status_code == 403, headers
+        assert "changes are taken only from the console&#39;s own pages" in text(response)
+    assert inspect_events.failed_ids(redis_conn) == [failed_id]
+    same = console.post(
+        "/failed/retry",
+        data={"csrf": token, "id": failed_id},
+        headers={"Origin": "http://localhost", "Referer": "http://evil.example/"},
+    )
+    assert same.status_code == 303 and inspect_events.failed_ids(redis_conn) == []
+
+
+def test_the_running_console_refuses_a_rebound_name_over_http(redis_url, tmp_path):
+    port = free_port()
+    command = [sys.executable, "-m", PACKAGE, "console", "--port", str(port)]
+    log = tmp_path / "console.log"
+    with running(command, project_env(redis_url), log) as process:
+        wait_until_up(f"http://127.0.0.1:{port}/", process, log)
+
+        def ask(method: str, headers: dict[str, str], body: str = "") -> tuple[int, str]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                connection.request(method, "/failed/retry-matching" if body else "/failed",
+                                   body=body or None, headers=headers)  # fmt: skip
+                response = connection.getresponse()
+                return response.status, response.read().decode()
+            finally:
+                connection.close()
+
+        status, page = ask("GET", {"Host": f"{REBOUND}:{port}"})
+        assert status == 421 and "answers only to" in page
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        rebound = {"Host": f"{REBOUND}:{port}", "Origin": f"http://{REBOUND}:{port}"}
+        assert ask("POST", {**form, **rebound}, "type=order.*")[0] == 421
+        elsewhere = {"Host": f"127.0.0.1:{port}", "Origin": "http://evil.example"}
+        status, page = ask("POST", {**form, **elsewhere}, "type=order.*")
+        assert status == 403 and "own pages" in page
+        status, page = ask("GET", {"Host": f"localhost:{port}"})
+        assert status == 200 and "Failed" in page
 
 
 def test_read_only_hides_the_actions_and_refuses_them(mixed, settings, redis_conn):
@@ -319,7 +506,7 @@ def test_security_headers_on_every_answer(console):
         csp = headers["Content-Security-Policy"]
         assert csp.startswith("default-src 'self';") and "'unsafe-inline'" not in csp
         assert headers["X-Frame-Options"] == "DENY"
-        assert headers["Referrer-Policy"] == "no-referrer"
+        assert headers["Referrer-Policy"] == "same-origin"
         assert headers["X-Content-Type-Options"] == "nosniff"
     page = console.get("/failed")
     nonce = re.search(r"style-src 'nonce-([^']+)'", page.headers["Content-Security-Policy"])
@@ -355,6 +542,36 @@ def test_hostile_content_is_shown_as_text(state, receiver, console, redis_conn, 
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text(pages[0])  # the User-Agent
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in text(pages[1])
     assert pages[4].status_code == 404 and "&lt;script&gt;alert(5)" in text(pages[4])
+
+
+def test_a_lone_surrogate_in_an_event_is_shown_as_its_escape(
+    receiver, settings, redis_conn, console
+):
+    """JSON may escape half of a UTF-16 pair on its own (`"\\ud800"`); UTF-8 has no such
+    character. The receiver takes the event as sent, the handler gets it, and every page
+    shows it, escaped as it came, rather than a 500."""
+    registry.clear_handlers()
+    seen = []
+
+    def notes(event):
+        seen.append(event.object["note"])
+        raise ValueError("bad note " + event.object["note"])
+
+    registry.on("order.created")(notes)
+    event = make_event("order.created", {"id": "ord_1", "note": "half \ud800 of a pair"})
+    body = json.dumps(event).encode()
+    assert b"\\ud800" in body
+    deliver(receiver, event)
+    run_worker(redis_conn, settings)
+    assert seen[0] == "half \ud800 of a pair"
+    for path in ("/", "/events", "/failed", "/captured", "/captured/export.jsonl"):
+        assert console.get(path).status_code == 200, path
+    page = console.get(f"/events/{event['id']}")
+    assert page.status_code == 200
+    html = unescape(text(page))
+    assert "ValueError: bad note half \\ud800 of a pair" in html
+    shown = re.search(r"<h2>Envelope</h2>\s*<pre>(.*?)</pre>", html, re.S).group(1)
+    assert json.loads(shown) == event
 
 
 def test_redis_down_is_a_503_page(settings):

@@ -28,6 +28,7 @@ from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.config import ConfigError, Settings
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.events import MAX_CREATED_AHEAD_SECONDS
 from {{ cookiecutter.package_name }}.signature import HEADER, compute_signature, sign
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, signed_headers
 
@@ -81,7 +82,8 @@ def expected_signature_failure(header: str | None, now: float) -> str:
 
 def is_envelope(value) -> bool:
     """An id of 1 to 128 of RQ's job id characters, a type of 1 to 128 of those or '.', a
-    non-negative whole `created`, and a `data` object."""
+    non-negative whole `created` at most MAX_CREATED_AHEAD_SECONDS ahead of the clock,
+    and a `data` object."""
     if not isinstance(value, dict):
         return False
     event_id, event_type, created = value.get("id"), value.get("type"), value.get("created")
@@ -94,6 +96,7 @@ def is_envelope(value) -> bool:
         and set(event_type) <= TYPE_CHARS
         and type(created) is int
         and created >= 0
+        and created - int(time.time()) <= MAX_CREATED_AHEAD_SECONDS
         and isinstance(value.get("data"), dict)
     )
 
@@ -240,6 +243,14 @@ def field(alphabet: frozenset, bad: str) -> st.SearchStrategy[str]:
     created=st.one_of(
         st.integers(min_value=0),
         st.integers(min_value=0),
+        # ("now", seconds from now): on either side of the bound on `created`, never within
+        # 5 s of it, which the clock could cross between the oracle and the receiver.
+        st.tuples(
+            st.just("now"),
+            st.integers(-MAX_CREATED_AHEAD_SECONDS, 3 * MAX_CREATED_AHEAD_SECONDS).filter(
+                lambda ahead: abs(ahead - MAX_CREATED_AHEAD_SECONDS) > 5
+            ),
+        ),
         st.integers(),
         st.booleans(),
         st.floats(),
@@ -258,10 +269,16 @@ def field(alphabet: frozenset, bad: str) -> st.SearchStrategy[str]:
 @example(event_id="e" * 128, event_type="t" * 128, created=0, data={})
 @example(event_id="e" * 129, event_type="order.created", created=1, data={})
 @example(event_id="evt_1", event_type="t" * 129, created=1, data={})
+@example(event_id="evt_1", event_type="t", created=("now", MAX_CREATED_AHEAD_SECONDS - 60), data={})
+@example(event_id="evt_1", event_type="t", created=("now", MAX_CREATED_AHEAD_SECONDS + 60), data={})
+@example(event_id="evt_1", event_type="t", created=1_734_650_000_000, data={})  # milliseconds
+@example(event_id="evt_1", event_type="t", created=10**300, data={})
 def test_signed_envelopes_with_odd_fields_get_the_right_answer(
     client, redis_conn, no_500, event_id, event_type, created, data
 ):
     redis_conn.flushdb()
+    if isinstance(created, tuple):
+        created = int(time.time()) + created[1]
     envelope = {"id": event_id, "type": event_type, "created": created, "data": data}
     body = json.dumps(envelope).encode()
     response = client.post(PATH, data=body, headers=signed_headers(body))

@@ -100,6 +100,16 @@ def test_unreadable_moments_say_which_forms_work(text):
         parse_moment(text, now=NOW)
 
 
+@pytest.mark.parametrize(
+    "text", ["99999999999999999999", "99999999999999999999d", "0001-01-01", "100000d", "9" * 400]
+)
+def test_moments_before_1970_or_past_9999_are_out_of_range(text):
+    """Past them a stream id, a datetime or a float gives out: a 400 or a usage error, never
+    "Redis is down" or a traceback."""
+    with pytest.raises(ValueError, match="out of range: want a time from 1970 to the year 9999"):
+        parse_moment(text, now=NOW)
+
+
 def info(event_type="order.created", received=NOW, failed=()):
     moment = datetime.fromtimestamp(received, UTC) if received is not None else None
     return EventInfo(

@@ -109,6 +109,8 @@ def read(
     `since` and `until` (unix seconds) keep those received at or after `since` and before
     `until`, read as a range of the stream (whose entry ids are Redis' receipt times).
     """
+    if until is not None and until <= 0:
+        return  # nothing was received before 1970 (and "(0-0" is no stream id)
     low = f"{int(since * 1000)}-0" if since else "-"
     # "(" makes the end exclusive: entries strictly before `until`.
     high = f"({math.ceil(until * 1000)}-0" if until is not None else "+"

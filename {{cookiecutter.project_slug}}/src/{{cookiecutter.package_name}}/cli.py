@@ -137,6 +137,8 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"enqueued at:   {_when(info.enqueued_at)}")
         print(f"ended at:      {_when(info.ended_at)}")
         print(f"attempts:      {info.attempts}")
+        if info.abandoned:
+            print(f"abandoned:     {info.abandoned} run(s) cut short by a lost worker, requeued")
         print(f"retries left:  {info.retries_left if info.retries_left is not None else 0}")
         print(f"handlers done: {', '.join(info.handlers_done) or '-'}")
         if info.handlers_failed:
@@ -332,14 +334,21 @@ def cmd_console(args: argparse.Namespace, settings: Settings) -> int:
     return server.run(_located(settings), args.host, args.port, read_only=args.read_only)
 
 
+# The largest --limit: more than any Redis here holds, and within what Redis and Python
+# take as a count (a larger one would come back as a confusing Redis error).
+MAX_COUNT = 1_000_000_000
+
+
 def _count(value: str) -> int:
-    """An argparse type: a whole number, at least 1."""
+    """An argparse type: a whole number from 1 to MAX_COUNT."""
     try:
         number = int(value)
     except ValueError:
         number = 0
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"want a whole number of at least 1, got {value!r}")
+    if not 1 <= number <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"want a whole number of at least 1 and at most {MAX_COUNT}, got {value!r}"
+        )
     return number
 
 

@@ -25,6 +25,15 @@ FAMILY_QUEUES = {"order": "orders", "price": "prices"}
 OTHER_QUEUE = "other"
 QUEUES = (*FAMILY_QUEUES.values(), OTHER_QUEUE)
 
+# How far ahead of this machine's clock `created` may be. An honest `created` is no later
+# than the signature's `t` (the event happened before it was sent), and `t` is within the
+# signature tolerance of now (300 s by default), so a valid event is at most that far
+# ahead. A day leaves room for any tolerance an operator would set and for two clocks of
+# the sender disagreeing, and still refuses what is not unix seconds at all: milliseconds
+# (a thousand times too large) or 10**300, which would pin `ordering.newest_only`'s mark
+# for its whole lifetime and skip every real event of that object meanwhile.
+MAX_CREATED_AHEAD_SECONDS = 24 * 3600
+
 
 class InvalidEvent(Exception):
     """The body is not an event envelope; the message says which part is wrong."""
@@ -83,7 +92,7 @@ def new_envelope(
     }
 
 
-def parse(body: bytes) -> dict[str, Any]:
+def parse(body: bytes, now: float | None = None) -> dict[str, Any]:
     """Decode and validate a raw body; return the envelope as a dict."""
     try:
         # UTF-8 only, as JSON on the wire must be (json.loads would also guess UTF-16 or
@@ -91,11 +100,11 @@ def parse(body: bytes) -> dict[str, Any]:
         envelope = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise InvalidEvent("invalid_json", "The body is not valid UTF-8 JSON.") from None
-    validate(envelope)
+    validate(envelope, now)
     return envelope
 
 
-def validate(envelope: Any) -> None:
+def validate(envelope: Any, now: float | None = None) -> None:
     """Raise `InvalidEvent` unless `envelope` has the fields the receiver relies on."""
     if not isinstance(envelope, dict):
         raise InvalidEvent("invalid_event", "The body must be a JSON object.")
@@ -110,6 +119,12 @@ def validate(envelope: Any) -> None:
     created = envelope.get("created")
     if isinstance(created, bool) or not isinstance(created, int) or created < 0:
         raise InvalidEvent("invalid_event", "`created` must be unix seconds (an integer).")
+    if created - int(time.time() if now is None else now) > MAX_CREATED_AHEAD_SECONDS:
+        raise InvalidEvent(
+            "invalid_event",
+            f"`created` is more than {MAX_CREATED_AHEAD_SECONDS} s ahead of this receiver's "
+            "clock: it must be unix seconds (not milliseconds) of when the event happened.",
+        )
     if not isinstance(envelope.get("data"), dict):
         raise InvalidEvent("invalid_event", "`data` must be an object.")
 

@@ -35,6 +35,7 @@ from .events import QUEUES, check_type_pattern, type_matches
 from .intake import is_seen, secrets_last_verified
 from .jobs import DONE_META_KEY, FAILED_META_KEY, LAST_ERROR_META_KEY
 from .signature import fingerprint
+from .worker import ABANDONED_META_KEY
 
 # RQ's job statuses in the words the commands use.
 STATUS_NAMES = {
@@ -77,6 +78,9 @@ class EventInfo:
     received_at: datetime | None = None
     # The handlers that raised in the latest run (empty once a run succeeds).
     handlers_failed: tuple[str, ...] = ()
+    # Runs cut short by a lost worker (killed, out of memory), after which the event was
+    # requeued; counted in `attempts` too.
+    abandoned: int = 0
 
     @property
     def last_activity(self) -> datetime:
@@ -95,18 +99,25 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment
 
 
+def abandoned(job: Job) -> int:
+    """How many runs of the job a lost worker left unfinished, each followed by a requeue
+    (`worker.requeue_abandoned` counts them in the job)."""
+    return int(job.meta.get(ABANDONED_META_KEY, 0))
+
+
 def attempts(job: Job) -> int:
     """How many times the job function ran (or is running) for this event.
 
     RQ writes a result only for the final outcome, so this counts the retries used up
-    (`retry_intervals` holds one interval per retry granted) plus the current run.
+    (`retry_intervals` holds one interval per retry granted) plus the current run, plus
+    the runs a lost worker left unfinished: those spend no retry, and leave no result.
     """
     granted = len(job.retry_intervals or ())
     used = max(granted - (job.retries_left or 0), 0)
     ran = job.get_status(refresh=False) in (
         JobStatus.STARTED, JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED,
     )  # fmt: skip
-    return int(job.meta.get(EARLIER_ATTEMPTS_META_KEY, 0)) + used + int(ran)
+    return int(job.meta.get(EARLIER_ATTEMPTS_META_KEY, 0)) + used + int(ran) + abandoned(job)
 
 
 def info_from_job(job: Job, seen: bool = False) -> EventInfo:
@@ -136,6 +147,7 @@ def info_from_job(job: Job, seen: bool = False) -> EventInfo:
         envelope=envelope,
         received_at=_aware(job.created_at),
         handlers_failed=tuple(job.meta.get(FAILED_META_KEY, ())),
+        abandoned=abandoned(job),
     )
 
 
@@ -204,6 +216,7 @@ def failed_ids(connection: redis.Redis, queues: Iterable[str] = QUEUES) -> list[
 # `2h` in `--since 2h`: that long before now.
 _RELATIVE_TIME = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_LAST_MOMENT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
 # Jobs fetched per round trip while filtering a registry.
 FETCH_BATCH = 500
 
@@ -220,17 +233,23 @@ def parse_moment(value: str, now: float | None = None) -> float:
     relative = _RELATIVE_TIME.fullmatch(value)
     if relative:
         amount, unit = relative.groups()
-        return (time.time() if now is None else now) - float(amount) * _UNIT_SECONDS[unit]
-    if value.replace(".", "", 1).isdigit():
-        return float(value)
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(
-            f"want unix seconds, an ISO date/time (2026-12-01T14:30) or a time ago "
-            f"(90s, 15m, 2h, 3d), got {value!r}"
-        ) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        moment = (time.time() if now is None else now) - float(amount) * _UNIT_SECONDS[unit]
+    elif value.replace(".", "", 1).isdigit():
+        moment = float(value)
+    else:
+        try:
+            stamp = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"want unix seconds, an ISO date/time (2026-12-01T14:30) or a time ago "
+                f"(90s, 15m, 2h, 3d), got {value!r}"
+            ) from None
+        moment = (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+    if not 0 <= moment <= _LAST_MOMENT:
+        # Redis stream ids, datetime and the clock all end somewhere; a filter past them
+        # is a typing slip, not a question about Redis.
+        raise ValueError(f"{value!r} is out of range: want a time from 1970 to the year 9999")
+    return moment
 
 
 def handler_matches(wanted: str, name: str) -> bool:
@@ -386,7 +405,8 @@ def retry(connection: redis.Redis, settings: Settings, event_id: str) -> Job:
     job = fetch_job(connection, event_id)
     if job is None:
         raise NotFailed(f"no job for event {event_id}")
-    job.meta[EARLIER_ATTEMPTS_META_KEY] = attempts(job)
+    # The abandoned runs stay counted in the job's meta; `attempts` adds them itself.
+    job.meta[EARLIER_ATTEMPTS_META_KEY] = attempts(job) - abandoned(job)
     job.meta.pop(LAST_ERROR_META_KEY, None)  # older than the final failure's result
     job.retries_left = settings.retry_max or None
     job.retry_intervals = settings.retry_intervals or None

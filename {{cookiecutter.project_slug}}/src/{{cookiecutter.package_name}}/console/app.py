@@ -3,14 +3,17 @@
 Its own app on its own port (`cli console`), never mounted on the receiver: the public
 webhook port exposes nothing of it. Pages are rendered on the server with Jinja
 (autoescaped: event content comes from outside); the forms work without JavaScript.
-Every change is a POST carrying the session's CSRF token; `read_only` hides the forms
-and refuses those POSTs with 403. See `security` for who may come in.
+Every change is a POST carrying the session's CSRF token and, from a browser, this
+console's own origin; `read_only` hides the forms and refuses those POSTs with 403.
+Without a token only the loopback names are answered (421 otherwise), so another site
+cannot rebind its name to the console. See `security` for who may come in.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 import secrets
 import time
 from collections import deque
@@ -19,12 +22,21 @@ from urllib.parse import urlencode
 
 import redis
 from flask import Flask, Response, abort, g, redirect, render_template, request, url_for
+from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from .. import capture, inspect_events
 from ..config import Settings
 from . import charts, queries
-from .security import COOKIE, SESSION_SECONDS, Guard, bearer
+from .security import (
+    COOKIE,
+    SESSION_SECONDS,
+    Guard,
+    allowed_hosts,
+    bearer,
+    host_name,
+    same_origin,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +47,20 @@ ACTIONS = {"retry", "retry_matching"}
 OPEN_ENDPOINTS = {"login"}
 DELIVERY_FIELDS = {"accepted": "ok", "duplicate": "dup", "rejected": "warn", "error": "bad"}
 HANDLER_FIELDS = {"ok": "ok", "failed": "bad"}
+
+
+# A UTF-16 surrogate on its own: JSON may carry one (`"\ud800"`), UTF-8 cannot.
+LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def printable(value: object) -> object:
+    r"""What a page shows for `value`: itself, but a lone surrogate in a text (which an
+    event may carry, escaped in its JSON) as the escape it came as, `\ud800`: a page is
+    UTF-8, which has no such character, and answering 500 would hide the whole event."""
+    if not isinstance(value, str) or not LONE_SURROGATE.search(value):
+        return value
+    shown = LONE_SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", value)
+    return Markup(shown) if isinstance(value, Markup) else shown
 
 
 class BadFilter(ValueError):
@@ -95,12 +121,19 @@ def handler_outcomes(rows: list[tuple[int, dict[str, int]]]) -> list[tuple[int, 
 
 
 def create_app(
-    settings: Settings, connection: redis.Redis, token: str = "", read_only: bool = False
+    settings: Settings,
+    connection: redis.Redis,
+    token: str = "",
+    read_only: bool = False,
+    host: str = "127.0.0.1",
 ) -> Flask:
-    """Build the console. `token` (TW_CONSOLE_TOKEN) makes every page ask for it."""
+    """Build the console. `token` (TW_CONSOLE_TOKEN) makes every page ask for it; `host`
+    is the address it listens on, which decides the `Host` names it answers to."""
     guard = Guard(token)
+    hosts = allowed_hosts(host, token)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.jinja_env.finalize = printable  # every value any page prints
 
     @app.template_filter("when")
     def when(moment: datetime | float | None) -> str:
@@ -133,9 +166,30 @@ def create_app(
             "statuses": inspect_events.STATUSES,
         }
 
+    def refuse_other_sites() -> None:
+        """Abort unless the browser took this console for itself: asked by one of its own
+        names (DNS rebinding asks by another), and a POST sent by one of its own pages."""
+        if hosts is not None and host_name(request.host) not in hosts:
+            abort(
+                421,
+                f"This console answers only to {', '.join(sorted(hosts))} (any port), not "
+                f"to {request.host!r}: open it by one of those names. A page of another site "
+                "that points its own name at this machine is refused this way.",
+            )
+        origin = request.headers.get("Origin")
+        referer = request.headers.get("Referer")
+        if request.method == "POST" and not same_origin(origin, referer, request.host):
+            abort(
+                403,
+                f"This form was sent by a page of {origin if origin is not None else referer!r}, "
+                f"not by this console ({request.host}): changes are taken only from the "
+                "console's own pages.",
+            )
+
     @app.before_request
     def admit() -> Response | None:
         g.csp_nonce = secrets.token_urlsafe(16)
+        refuse_other_sites()
         g.session = guard.read_session(request.cookies.get(COOKIE))
         g.new_cookie = None
         by_header = bearer(request.headers.get("Authorization")) if guard.required else None
@@ -150,8 +204,21 @@ def create_app(
             return redirect(url_for("login", next=request.full_path.rstrip("?")))
         if request.method == "POST":
             # A bearer token is never sent by a browser on its own: no CSRF to fear.
-            if by_header is None and not guard.csrf_matches(g.session, request.form.get("csrf")):
-                abort(403, "The form is stale or did not come from this console; reload it.")
+            given = request.form.get("csrf")
+            if by_header is None and not given:
+                abort(
+                    403,
+                    "Refused: this POST carries no CSRF token (the hidden `csrf` field of the "
+                    "console's forms), so nothing shows it came from a page of this console. "
+                    "Use the console's own buttons (with TW_CONSOLE_TOKEN set, a script may "
+                    "send `Authorization: Bearer <token>` instead).",
+                )
+            if by_header is None and not guard.csrf_matches(g.session, given):
+                abort(
+                    403,
+                    "Refused: the form's CSRF token is not this session's (the page is older "
+                    "than your session, or came from elsewhere). Reload the page and try again.",
+                )
             if read_only and request.endpoint in ACTIONS:
                 abort(403, "This console is read-only.")
         return None
@@ -164,7 +231,9 @@ def create_app(
             "img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         )
         response.headers["X-Frame-Options"] = "DENY"
-        response.headers["Referrer-Policy"] = "no-referrer"
+        # No address of the console ever leaves for another site; its own forms keep their
+        # origin, which `same_origin` checks (under no-referrer a browser posts `Origin: null`).
+        response.headers["Referrer-Policy"] = "same-origin"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Cache-Control"] = "no-store"
         if g.get("new_cookie"):

@@ -10,6 +10,12 @@ token (so a login outlives a restart of the console, and changing the token ends
 session) or, without a token, with a random key per process. Every form carries the
 session's CSRF token, HMAC(key, nonce): a page of another site can make the browser post,
 but cannot read that token (the cookie is SameSite=Strict as well).
+
+A page of another site can also point its own name at 127.0.0.1 once the browser has
+loaded it (DNS rebinding): the browser then takes the console for that site, and lets the
+page read its forms and CSRF token. The console without a token therefore answers only to
+the names it is reached by on this machine (`allowed_hosts`), never to another site's
+name; and every POST from a browser must name this console as its origin (`same_origin`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ..config import ConfigError
 
@@ -45,6 +52,49 @@ def check_binding(host: str, token: str) -> None:
             f"TW_CONSOLE_TOKEN is not set: the console may listen on {host} only with a "
             "token (or bind it to 127.0.0.1)"
         )
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def allowed_hosts(host: str, token: str) -> frozenset[str] | None:
+    """The names (of a `Host` header, port aside) the console bound to `host` answers to;
+    None for any name.
+
+    Without a token (so on a loopback address, `check_binding`): the loopback names and
+    `host` itself, which is all a browser on this machine or at the end of an SSH tunnel
+    sends, so a name another site rebound to 127.0.0.1 is refused. With a token, which a
+    rebound page never has, any name: the console is then reached by names it cannot know
+    (the machine's, a proxy's).
+    """
+    if token:
+        return None
+    name = host.lower()
+    return LOOPBACK_NAMES | {f"[{name}]" if ":" in name and "[" not in name else name}
+
+
+def host_name(host_header: str) -> str:
+    """The name of a `Host` header without its port, lowercase: `[::1]:8050` -> `[::1]`."""
+    value = host_header.strip().lower()
+    if value.startswith("["):
+        return value[: value.find("]") + 1] if "]" in value else value
+    return value.rpartition(":")[0] if ":" in value else value
+
+
+def same_origin(origin: str | None, referer: str | None, host_header: str) -> bool:
+    """Whether a POST came from a page of this console, as the browser tells it.
+
+    A browser names the page that sent a form in `Origin` (every current browser does for
+    a POST), or else sometimes in `Referer`; either must be this very host and port. A
+    request with neither came from no page (a script, curl); the CSRF token or the bearer
+    token still guards it. `Origin: null` (a sandboxed frame, a redirect across sites) is
+    never this console.
+    """
+    sender = origin if origin is not None else referer
+    if not sender and origin is None:
+        return True
+    parts = urlsplit((sender or "").strip())
+    return parts.scheme in ("http", "https") and parts.netloc.lower() == host_header.lower()
 
 
 def bearer(authorization: str | None) -> str | None:

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def run(settings: Settings, host: str, port: int, read_only: bool = False) -> int:
     """Serve until interrupted. Raises `ConfigError` for a non-loopback host without a token."""
     check_binding(host, settings.console_token)
-    app = create_app(settings, connect(settings), settings.console_token, read_only)
+    app = create_app(settings, connect(settings), settings.console_token, read_only, host)
     server = make_server(host, port, app, threaded=True)
     shown = f"[{host}]" if ":" in host else host
     mode = " (read-only)" if read_only else ""
