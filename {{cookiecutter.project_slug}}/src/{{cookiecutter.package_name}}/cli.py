@@ -301,6 +301,8 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         webhook_url=args.webhook_url,
         webhook_secret=settings.require_secrets()[0] if args.webhook_url else None,
+        webhook_retry_window=args.webhook_retry_window,
+        webhook_loss=args.webhook_loss,
     )
     sandbox.serve(options, args.host, args.port, lambda line: print(line, flush=True))
     return 0
@@ -467,6 +469,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-ttl", type=_count, default=3600, metavar="S", help="token lifetime (default 3600)"
     )
     sbx.add_argument("--seed", type=int, help="seed the fault and latency draws")
+    # Webhooks that never arrive, for `reconcile` (docs/reconcile.md).
+    sbx.add_argument(
+        "--webhook-loss", type=_share, default=0.0, metavar="FRACTION",
+        help="share of webhooks never sent (default 0)",
+    )  # fmt: skip
+    sbx.add_argument(
+        "--webhook-retry-window", type=float, default=0.0, metavar="SECONDS",
+        help="give up on a webhook this long after its first attempt (default: after 6 attempts)",
+    )  # fmt: skip
     sbx.set_defaults(func=cmd_sandbox)
 
     evs = commands.add_parser("events", help="list, show and export received events")
