@@ -308,6 +308,32 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- reconcile (docs/reconcile.md) -------------------------------------------------------
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from . import reconcile
+
+    try:
+        report = reconcile.run_once(_located(settings), since=args.since, dry_run=args.dry_run)
+    except reconcile.Busy as exc:
+        print(f"error: {exc}; try again when it ends", file=sys.stderr)
+        return 1
+    for event_id in report.events:
+        print(("would feed " if args.dry_run else "fed ") + event_id)
+    print(report.summary())
+    return 1 if report.outcome == "error" else 0
+
+
+def _time_ago(value: str) -> float:
+    """An argparse type: a duration (90s, 15m, 2h, 3d), as the moment that long ago."""
+    if not value.strip() or value.strip()[-1:] not in ("s", "m", "h", "d"):
+        raise argparse.ArgumentTypeError(
+            f"want a duration such as 90s, 15m, 2h or 3d, got {value!r}"
+        )
+    return _moment(value)
+
+
 def _share(value: str) -> float:
     """An argparse type: a share from 0 to 1."""
     try:
@@ -516,6 +542,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print how many and which; requeue nothing"
     )
     fretry.set_defaults(func=cmd_failed_retry)
+
+    rec = commands.add_parser(
+        "reconcile", help="deliver the order changes whose webhooks never arrived (one pass)"
+    )
+    rec.add_argument(
+        "--since", type=_time_ago, metavar="DURATION",
+        help="walk the orders changed this long ago and since (90s, 15m, 2h, 3d) instead of "
+        "from the watermark",
+    )  # fmt: skip
+    rec.add_argument("--dry-run", action="store_true", help="print what would be fed; feed nothing")
+    rec.set_defaults(func=cmd_reconcile)
 
     con = commands.add_parser("console", help="a web page to see, search and recover events")
     con.add_argument(

@@ -33,7 +33,7 @@ from . import capture
 from .config import Settings
 from .events import QUEUES, check_type_pattern, type_matches
 from .intake import is_seen, secrets_last_verified
-from .jobs import DONE_META_KEY, FAILED_META_KEY, LAST_ERROR_META_KEY
+from .jobs import DONE_META_KEY, DUPLICATE_OF_META_KEY, FAILED_META_KEY, LAST_ERROR_META_KEY
 from .signature import fingerprint
 
 # RQ's job statuses in the words the commands use.
@@ -77,6 +77,8 @@ class EventInfo:
     received_at: datetime | None = None
     # The handlers that raised in the latest run (empty once a run succeeds).
     handlers_failed: tuple[str, ...] = ()
+    # The event that delivered the same order transition first: this one ran no handler.
+    duplicate_of: str = ""
 
     @property
     def last_activity(self) -> datetime:
@@ -136,6 +138,7 @@ def info_from_job(job: Job, seen: bool = False) -> EventInfo:
         envelope=envelope,
         received_at=_aware(job.created_at),
         handlers_failed=tuple(job.meta.get(FAILED_META_KEY, ())),
+        duplicate_of=job.meta.get(DUPLICATE_OF_META_KEY, ""),
     )
 
 
