@@ -17,7 +17,7 @@ from {{ cookiecutter.package_name }}.registry import on
 
 RUNS_KEY = "test:transitions"  # hash: "<order>:<status>" -> handler runs
 SYNTHETIC_KEY = "test:synthetic"  # set of "<order>:<status>" delivered by a synthetic event
-SEEN_STATUS_KEY = "test:seen_status"  # hash: order -> the object's status, latest run
+SAW_KEY = "test:saw"  # set of "<order>:<status>": the order's status as some run saw it
 API_ERRORS_KEY = "test:api_errors"  # list of "<status> <code>"
 
 
@@ -38,7 +38,7 @@ def record_transition(event: Event) -> None:
             raise
     pipe = _redis().pipeline()
     pipe.hincrby(RUNS_KEY, transition, 1)
-    pipe.hset(SEEN_STATUS_KEY, order["id"], order["status"])
+    pipe.sadd(SAW_KEY, f"{order['id']}:{order['status']}")
     if event.synthetic:
         pipe.sadd(SYNTHETIC_KEY, transition)
     pipe.execute()
@@ -48,8 +48,9 @@ def runs(connection: redis.Redis) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in connection.hgetall(RUNS_KEY).items()}
 
 
-def seen_status(connection: redis.Redis) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in connection.hgetall(SEEN_STATUS_KEY).items()}
+def saw(connection: redis.Redis) -> set[str]:
+    """ "<order>:<status>" for every status of an order some handler run saw."""
+    return {member.decode() for member in connection.smembers(SAW_KEY)}
 
 
 def synthetic(connection: redis.Redis) -> set[str]:

@@ -70,17 +70,31 @@ def reconciling(settings, api, **changes):
     )  # fmt: skip
 
 
-def place_orders(api, count: int) -> dict[str, str]:
-    """Place `count` orders and move each along one of the `JOURNEYS`; order id -> status."""
-    client = connect(api)
+def place_orders(api, count: int, client=None, pause: float = 0) -> dict[str, str]:
+    """Place `count` orders (`pause` s apart) and move each along one of the `JOURNEYS`;
+    order id -> its status. `client` defaults to one of the project's own client id."""
+    client = client or connect(api)
     finals = {}
     for number in range(count):
+        time.sleep(pause)
         order = client.post(
             "/v1/orders", json={"items": [{"listingId": "lst_7Qm2Floor", "quantity": 1}]}
         )
         order = order.json()
         for action in JOURNEYS[number % len(JOURNEYS)]:
             order = client.post(f"/v1/orders/{order['id']}/{action}").json()
+        finals[order["id"]] = order["status"]
+    assert api.webhooks.wait_until_idle(timeout=30)
+    return finals
+
+
+def place_in_store(api, count: int) -> dict[str, str]:
+    """As `place_orders`, straight in the sandbox's store: no request spends its rate limit."""
+    finals = {}
+    for number in range(count):
+        order = api.store.create_order(api.client_id, [("lst_7Qm2Floor", 1)])
+        for action in JOURNEYS[number % len(JOURNEYS)]:
+            order = api.store.transition(api.client_id, order["id"], action)
         finals[order["id"]] = order["status"]
     assert api.webhooks.wait_until_idle(timeout=30)
     return finals
@@ -102,7 +116,7 @@ def test_after_an_outage_one_pass_delivers_every_missed_transition_once(
     report = reconcile.run_once(config)
     assert (report.outcome, report.checked, report.api_calls) == ("ok", 12, 1)
     run_worker()
-    assert seen.seen_status(redis_conn) == finals  # every order's handlers saw its state
+    assert {f"{o}:{s}" for o, s in finals.items()} <= seen.saw(redis_conn)  # final states
     assert seen.runs(redis_conn) == expected_runs(finals)  # each transition once
     assert seen.synthetic(redis_conn) == set(expected_runs(finals))
     entries = ledger.read(redis_conn, finals)
