@@ -3,6 +3,7 @@ processes against the sandbox over real HTTP: lost webhooks are found within two
 intervals, one pass runs at a time across the workers, and the API's rate limit, shared
 with the handlers, never reaches a handler as a 429."""
 
+import itertools
 import sys
 import time
 
@@ -68,7 +69,7 @@ def test_one_pass_at_a_time_across_workers(start_sandbox, redis_url, redis_conn,
     with workers(worker_env(redis_url, api, 1, TW_RECONCILE_SETTLE_SECONDS="0"), log):
         wait_for(lambda: len(reconcile.last_runs(redis_conn, 10)) >= 4, timeout=60)
     passes = sorted(reconcile.last_runs(redis_conn, 50), key=lambda run: run["started"])
-    for earlier, later in zip(passes, passes[1:], strict=False):
+    for earlier, later in itertools.pairwise(passes):
         assert earlier["finished"] <= later["started"]  # never two at once
     text = log.read_text()
     assert text.count("reconciliation with the API every 1 s") == 2  # both workers try
