@@ -332,8 +332,8 @@ class Reconciler:
             read += 1
             if isinstance(order, dict) and isinstance(order.get("id"), str):
                 yield order
-        if read % PAGE_SIZE == 0:
-            report.api_calls += 1  # the empty (or exactly full) last page
+        if read == 0:
+            report.api_calls += 1  # the one empty page
 
     def _check(self, report: Report, orders: list[dict], horizon: int, dry_run: bool) -> None:
         if not orders:
