@@ -17,6 +17,8 @@ from test_metrics import scrape
 from test_sandbox import connect
 
 from {{ cookiecutter.package_name }} import ledger, reconcile
+from {{ cookiecutter.package_name }}.cli import main as run_command
+from {{ cookiecutter.package_name }}.config import ConfigError, settings_from_env
 from {{ cookiecutter.package_name }}.console import app as console_app
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.events import Event
@@ -129,7 +131,7 @@ def test_after_an_outage_one_pass_delivers_every_missed_transition_once(
 
 def test_late_real_events_run_no_handler_twice(
     start_sandbox, settings, redis_conn, run_worker, records, client, signed_post,
-    event_status, caplog,
+    event_status, caplog, capsys,
 ):  # fmt: skip
     api = start_lost(start_sandbox)
     config = reconciling(settings, api)
@@ -163,6 +165,8 @@ def test_late_real_events_run_no_handler_twice(
     console = console_app.create_app(settings, redis_conn).test_client()
     page = console.get(f"/events/{real[0].envelope['id']}").get_data(as_text=True)
     assert "duplicate of" in page and "no handler ran" in page  # the console says so too
+    assert run_command(["events", "show", real[0].envelope["id"]]) == 0  # and `events show`
+    assert "duplicate of:  rec_" in capsys.readouterr().out
 
 
 def test_a_real_event_and_its_synthetic_twin_waiting_together_run_once(
@@ -216,6 +220,63 @@ def test_the_watermark_survives_a_restart_and_since_walks_back(
     assert redis_conn.llen("rq:queue:orders") == 2
     refused = cli("reconcile", "--since", "yesterday", env=env)
     assert refused.returncode == 2 and "want a duration" in refused.stderr
+
+
+def test_without_updated_since_the_list_is_walked_newest_first_down_to_the_watermark(
+    start_sandbox, settings, redis_conn, run_worker, records
+):
+    api = start_lost(start_sandbox)
+    config = reconciling(settings, api, reconcile_updated_since=False, reconcile_overlap_seconds=0)
+    before = place_orders(api, 2)
+    time.sleep(1.05)
+    reconcile.run_once(config)  # the watermark: after those two
+    time.sleep(1.05)
+    finals = place_orders(api, 6)
+    report = reconcile.run_once(config)
+    assert (report.mode, report.outcome, report.checked) == ("newest-first", "ok", 6)
+    run_worker()
+    assert seen.runs(redis_conn) == expected_runs(finals)  # not the two before the watermark
+    assert not set(seen.runs(redis_conn)) & set(expected_runs(before))
+    assert reconcile.run_once(config).events == []
+
+
+def test_a_pass_cut_short_is_resumed_by_the_next(
+    start_sandbox, settings, redis_conn, run_worker, records
+):
+    api = start_lost(start_sandbox)
+    reconcile.run_once(reconciling(settings, api))
+    finals = place_orders(api, 6)  # 12 transitions to deliver
+    full = reconciling(settings, api, max_queue_depth=8)
+    cut = reconcile.run_once(full)
+    assert cut.outcome == "error" and "QueueFull" in cut.error and len(cut.events) == 8
+    run_worker()
+    rest = reconcile.run_once(full)
+    assert rest.outcome == "ok" and len(rest.events) == 4
+    run_worker()
+    assert seen.runs(redis_conn) == expected_runs(finals)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("TW_RECONCILE_UPDATED_SINCE", "maybe", "must be true or false"),
+        ("TW_RECONCILE_INTERVAL_SECONDS", "-5", "at least 0"),
+        ("TW_LEDGER_RETENTION_SECONDS", "60", "at least 3600"),
+    ],
+)
+def test_a_wrong_reconcile_setting_is_named(name, value, message):
+    with pytest.raises(ConfigError, match=f"{name} {message}|{name} must be {message}"):
+        settings_from_env({name: value})
+
+
+def test_reconcile_settings_are_read():
+    settings = settings_from_env({
+        "TW_RECONCILE_INTERVAL_SECONDS": "60", "TW_RECONCILE_UPDATED_SINCE": "false",
+        "TW_RECONCILE_SETTLE_SECONDS": "5", "TW_RECONCILE_OVERLAP_SECONDS": "900",
+    })  # fmt: skip
+    assert settings.reconcile_interval_seconds == 60
+    assert not settings.reconcile_updated_since
+    assert (settings.reconcile_settle_seconds, settings.reconcile_overlap_seconds) == (5, 900)
 
 
 def test_what_a_pass_delivers_from_the_ledger():

@@ -141,6 +141,8 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"handlers done: {', '.join(info.handlers_done) or '-'}")
         if info.handlers_failed:
             print(f"failed last:   {', '.join(info.handlers_failed)}")
+        if info.duplicate_of:  # see docs/reconcile.md
+            print(f"duplicate of:  {info.duplicate_of} (delivered this order change first)")
         if info.last_error:
             print("last error:\n  " + info.last_error.strip().replace("\n", "\n  "))
     if archived is not None:
