@@ -384,7 +384,7 @@ def run(settings: Settings, queue_names: list[str] | None = None, burst: bool = 
         from .metrics import serve_worker_metrics
 
         serve_worker_metrics(settings.worker_metrics_port)
-    if settings.reconcile_interval_seconds:
+    if settings.reconcile_interval_seconds and not burst:
         from .reconcile import start_periodic
 
         start_periodic(settings)  # one pass per interval across every worker
