@@ -190,6 +190,18 @@ def test_a_real_event_and_its_synthetic_twin_waiting_together_run_once(
     assert report.events  # there were twins, and each transition still ran once
 
 
+def test_two_real_events_of_one_transition_both_run(
+    settings, redis_conn, run_worker, records, client, signed_post, make_event
+):
+    """Between the API's own events the event id is the dedupe key, as before the ledger:
+    samples replayed with fresh ids all reach the handlers."""
+    order = {"id": "ord_sample", "status": "created", "updatedAt": 100}
+    for _ in range(2):
+        signed_post(client, make_event("order.created", order))
+    run_worker()
+    assert seen.runs(redis_conn) == {"ord_sample:created": 2}
+
+
 def test_the_watermark_survives_a_restart_and_since_walks_back(
     start_sandbox, settings, redis_conn, redis_url, records
 ):

@@ -9,6 +9,8 @@ events carry it: the real webhook and the synthetic event the reconciler made fo
 different ids, which the dedupe by event id cannot match, but they name the same order and
 status, which this can. Whichever of the two reaches a worker first claims the
 transition; the other is acknowledged as a duplicate of it, and no handler runs for it.
+Two real events of one transition (a test replaying samples with fresh ids) both run, as
+they always did: between the API's own events, the event id is the dedupe key.
 
 An entry expires `TW_LEDGER_RETENTION_SECONDS` (30 days) after the order's last event:
 the reconciler never looks further back than that.
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 import redis
 
 from .config import settings_from_env
-from .events import Event
+from .events import SYNTHETIC_PREFIX, Event
 
 KEY_PREFIX = "tw:ledger:"
 # Counts kept beside the runs of the reconciler (see reconcile.py): transitions delivered
@@ -33,18 +35,20 @@ TOTALS_KEY = "tw:reconcile:totals"
 RANK = {"created": 0, "confirmed": 1, "fulfilled": 2, "cancelled": 3, "refunded": 4}
 
 # KEYS: the order's entry, the totals. ARGV: status, its update time, event id, seconds to
-# keep the entry, the status's rank.
-# Returns '' when this event delivers the status (first, or again: a retry of its job), or
-# the id of the event that delivered it before. The latest status moves only forward: a
-# later update time, or the same second and a later status.
+# keep the entry, the status's rank, '1' when the event is synthetic, the synthetic prefix.
+# Returns '' when this event delivers the status (first, or again: a retry of its job, or
+# another real event, which the API's own dedupe by id governs), or the id of the event
+# that delivered it before when one of the two is synthetic. The latest status moves only
+# forward: a later update time, or the same second and a later status.
 RECORD = """
 local seen = 'seen:' .. ARGV[1]
 local before = redis.call('HGET', KEYS[1], seen)
-if before and before ~= ARGV[3] then
+if not before then
+  redis.call('HSET', KEYS[1], seen, ARGV[3])
+elseif before ~= ARGV[3] and (ARGV[6] == '1' or string.sub(before, 1, #ARGV[7]) == ARGV[7]) then
   redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
   return before
 end
-redis.call('HSET', KEYS[1], seen, ARGV[3])
 local now = redis.call('HMGET', KEYS[1], 'updatedAt', 'rank')
 local at, rank = tonumber(ARGV[2]), tonumber(ARGV[5])
 local was_at, was_rank = tonumber(now[1]), tonumber(now[2])
@@ -90,7 +94,8 @@ def default_retention() -> int:
 
 def record(connection: redis.Redis, event: Event, retention: int | None = None) -> str | None:
     """Write down that `event` delivers its order's transition; None when it does (or is
-    no order event), else the id of the event that delivered the transition already."""
+    no order event), else the id of the event that delivered the transition already, when
+    that one or this one is synthetic."""
     found = transition(event)
     if found is None:
         return None
@@ -104,6 +109,8 @@ def record(connection: redis.Redis, event: Event, retention: int | None = None) 
             event.id,
             retention or default_retention(),
             RANK.get(status, -1),
+            "1" if event.synthetic else "0",
+            SYNTHETIC_PREFIX,
         ],
     )
     return answer.decode() if answer else None

@@ -44,6 +44,7 @@ from .config import Settings
 from .connection import connect
 from .events import QUEUES
 from .intake import open_queues
+from .ledger import RANK as ORDER_STATUSES
 from .reconcile import TOTALS_KEY, WATERMARK_KEY
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,9 @@ class QueueCollector(Collector):
 # --- reconciliation (docs/reconcile.md) -------------------------------------------------
 
 
+RECONCILED_TYPES = tuple(f"order.{status}" for status in ORDER_STATUSES)
+
+
 class ReconcileCollector(Collector):
     """The reconciler's totals and its watermark's age, read from Redis when scraped: the
     passes run in whichever worker holds the lock, or in the `reconcile` command."""
@@ -246,9 +250,9 @@ class ReconcileCollector(Collector):
             "Synthetic events fed by reconciliation: order changes whose webhook never arrived.",
             labels=["type"],
         )
-        for name, value in counts.items():
-            if name.startswith("events:"):
-                events.add_metric([name[7:]], value)
+        found = {name[7:]: value for name, value in counts.items() if name.startswith("events:")}
+        for kind, value in {**dict.fromkeys(RECONCILED_TYPES, 0), **found}.items():
+            events.add_metric([kind], value)  # from 0, so that an increase is seen
         checked = CounterMetricFamily(
             "tw_reconcile_orders_checked", "Orders compared with the ledger by reconciliation."
         )
