@@ -45,6 +45,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import redis
@@ -243,7 +244,8 @@ class Report:
             f"call(s), {seconds:.1f} s; {fed} {len(self.events)} event(s): {found}"
         )
         if self.watermark:
-            text += f"; watermark {self.watermark[0]} {self.watermark[1]}".rstrip()
+            moment = datetime.fromtimestamp(self.watermark[0], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            text += f"; watermark {moment} {self.watermark[1]}".rstrip()
         if self.outcome == "baseline":
             text = "reconcile: first pass, the watermark is set; later passes start from it"
         return text + (f"; stopped: {self.error}" if self.error else "")
