@@ -126,6 +126,25 @@ CASES = [
         [("TWBackpressureRefusals", 2, []), ("TWBackpressureRefusals", 4, [{}]),
          ("TWBackpressureRefusals", 12, [])],
     ),
+    Case(
+        "a pass delivers two missed changes, then half an hour finds nothing",
+        {**both('tw_reconcile_events_total{type="order.confirmed"}', "0x5 2x40"),
+         **both('tw_reconcile_events_total{type="order.created"}', "3x45")},
+        [("TWWebhooksMissed", 3, []), ("TWWebhooksMissed", 10, [{}]),
+         ("TWWebhooksMissed", 40, [])],
+    ),
+    Case(
+        "the watermark stops moving; a fresh one stays quiet",
+        {'tw_reconcile_watermark_age_seconds{instance="a"}': "3000+60x30",
+         'tw_reconcile_watermark_age_seconds{instance="b"}': "3000+60x30"},
+        # Over an hour from minute 11, for 10 minutes: firing from minute 21.
+        [("TWReconcileStalled", 15, []), ("TWReconcileStalled", 22, [{}])],
+    ),
+    Case(
+        "passes keep the watermark a minute old",
+        both("tw_reconcile_watermark_age_seconds{}", "60x30"),
+        [("TWReconcileStalled", 25, [])],
+    ),
 ]  # fmt: skip
 
 

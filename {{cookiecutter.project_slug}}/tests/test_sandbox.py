@@ -178,7 +178,9 @@ def test_order_create_get_and_list(sandbox):
         listed += [item["id"] for item in page["items"]]
         if not (cursor := page["nextCursor"]):
             break
-    assert listed == [order["id"], *more]  # oldest first
+    orders = [client.get(f"/v1/orders/{id_}").json() for id_ in [order["id"], *more]]
+    newest_first = sorted(orders, key=lambda o: (o["updatedAt"], o["id"]), reverse=True)
+    assert listed == [o["id"] for o in newest_first]  # newest change first, then by id
     assert sandbox.stats()["orders"] == 5
     assert_error(client.get("/v1/orders/ord_missing"), 404, "order_not_found")
 

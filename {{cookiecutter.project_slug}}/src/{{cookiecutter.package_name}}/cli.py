@@ -143,6 +143,8 @@ def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
         print(f"handlers done: {', '.join(info.handlers_done) or '-'}")
         if info.handlers_failed:
             print(f"failed last:   {', '.join(info.handlers_failed)}")
+        if info.duplicate_of:  # see docs/reconcile.md
+            print(f"duplicate of:  {info.duplicate_of} (delivered this order change first)")
         if info.last_error:
             print("last error:\n  " + info.last_error.strip().replace("\n", "\n  "))
     if archived is not None:
@@ -303,9 +305,37 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         webhook_url=args.webhook_url,
         webhook_secret=settings.require_secrets()[0] if args.webhook_url else None,
+        webhook_retry_window=args.webhook_retry_window,
+        webhook_loss=args.webhook_loss,
     )
     sandbox.serve(options, args.host, args.port, lambda line: print(line, flush=True))
     return 0
+
+
+# --- reconcile (docs/reconcile.md) -------------------------------------------------------
+
+
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from . import reconcile
+
+    try:
+        report = reconcile.run_once(_located(settings), since=args.since, dry_run=args.dry_run)
+    except reconcile.Busy as exc:
+        print(f"error: {exc}; try again when it ends", file=sys.stderr)
+        return 1
+    for event_id in report.events:
+        print(("would feed " if args.dry_run else "fed ") + event_id)
+    print(report.summary())
+    return 1 if report.outcome == "error" else 0
+
+
+def _time_ago(value: str) -> float:
+    """An argparse type: a duration (90s, 15m, 2h, 3d), as the moment that long ago."""
+    if not value.strip() or value.strip()[-1:] not in ("s", "m", "h", "d"):
+        raise argparse.ArgumentTypeError(
+            f"want a duration such as 90s, 15m, 2h or 3d, got {value!r}"
+        )
+    return _moment(value)
 
 
 def _share(value: str) -> float:
@@ -476,6 +506,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-ttl", type=_count, default=3600, metavar="S", help="token lifetime (default 3600)"
     )
     sbx.add_argument("--seed", type=int, help="seed the fault and latency draws")
+    # Webhooks that never arrive, for `reconcile` (docs/reconcile.md).
+    sbx.add_argument(
+        "--webhook-loss", type=_share, default=0.0, metavar="FRACTION",
+        help="share of webhooks never sent (default 0)",
+    )  # fmt: skip
+    sbx.add_argument(
+        "--webhook-retry-window", type=float, default=0.0, metavar="SECONDS",
+        help="give up on a webhook this long after its first attempt (default: after 6 attempts)",
+    )  # fmt: skip
     sbx.set_defaults(func=cmd_sandbox)
 
     evs = commands.add_parser("events", help="list, show and export received events")
@@ -514,6 +553,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print how many and which; requeue nothing"
     )
     fretry.set_defaults(func=cmd_failed_retry)
+
+    rec = commands.add_parser(
+        "reconcile", help="deliver the order changes whose webhooks never arrived (one pass)"
+    )
+    rec.add_argument(
+        "--since", type=_time_ago, metavar="DURATION",
+        help="walk the orders changed this long ago and since (90s, 15m, 2h, 3d) instead of "
+        "from the watermark",
+    )  # fmt: skip
+    rec.add_argument("--dry-run", action="store_true", help="print what would be fed; feed nothing")
+    rec.set_defaults(func=cmd_reconcile)
 
     con = commands.add_parser("console", help="a web page to see, search and recover events")
     con.add_argument(

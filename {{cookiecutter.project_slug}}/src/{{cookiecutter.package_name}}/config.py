@@ -59,6 +59,12 @@ class Settings:
     console_token: str = field(default="", repr=False)
     api_scopes: tuple[str, ...] = ()
     api_timeout_seconds: int = 10
+    # Reconciliation with the API, for webhooks that never arrived (docs/reconcile.md).
+    reconcile_interval_seconds: int = 0  # the workers' periodic pass; 0: off
+    reconcile_overlap_seconds: int = 300  # each pass starts this far before its watermark
+    reconcile_settle_seconds: int = 30  # orders changed more recently wait for the next pass
+    reconcile_updated_since: bool = True  # the orders list takes `updatedSince`
+    ledger_retention_seconds: int = 30 * 24 * 3600  # an order's entry, after its last event
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -192,7 +198,24 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         console_token=env.get("TW_CONSOLE_TOKEN", "").strip(),
         api_scopes=tuple(env.get("TW_API_SCOPES", "").replace(",", " ").split()),
         api_timeout_seconds=_int(env, "TW_API_TIMEOUT_SECONDS", 10, minimum=1),
+        **_reconcile_settings(env),
     )
+
+
+def _reconcile_settings(env: Mapping[str, str]) -> dict:
+    """The reconciler's settings and the order ledger's retention."""
+    raw = env.get("TW_RECONCILE_UPDATED_SINCE", "").strip().lower() or "true"
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"TW_RECONCILE_UPDATED_SINCE must be true or false, got {raw!r}")
+    return {
+        "reconcile_interval_seconds": _int(env, "TW_RECONCILE_INTERVAL_SECONDS", 0),
+        "reconcile_overlap_seconds": _int(env, "TW_RECONCILE_OVERLAP_SECONDS", 300),
+        "reconcile_settle_seconds": _int(env, "TW_RECONCILE_SETTLE_SECONDS", 30),
+        "reconcile_updated_since": raw in ("true", "1", "yes"),
+        "ledger_retention_seconds": _int(
+            env, "TW_LEDGER_RETENTION_SECONDS", Settings.ledger_retention_seconds, minimum=3600
+        ),
+    }
 
 
 def load_environment(dotenv_path: str = ".env") -> dict[str, str]:

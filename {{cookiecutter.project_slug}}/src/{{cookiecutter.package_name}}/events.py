@@ -24,6 +24,8 @@ _TYPE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 FAMILY_QUEUES = {"order": "orders", "price": "prices"}
 OTHER_QUEUE = "other"
 QUEUES = (*FAMILY_QUEUES.values(), OTHER_QUEUE)
+# The ids of the events the reconciler makes (`reconcile.synthetic_event`).
+SYNTHETIC_PREFIX = "rec_"
 
 # How far ahead of this machine's clock `created` may be. An honest `created` is no later
 # than the signature's `t` (the event happened before it was sent), and `t` is within the
@@ -65,6 +67,12 @@ class Event:
         """The order or price object the event is about (`data.object`)."""
         obj = self.data.get("object")
         return obj if isinstance(obj, dict) else {}
+
+    @property
+    def synthetic(self) -> bool:
+        """True for an event the reconciler made for a webhook that never arrived (its id
+        starts with `rec_`; docs/reconcile.md), False for one the API sent."""
+        return self.raw.get("synthetic") is True and self.id.startswith(SYNTHETIC_PREFIX)
 
     @classmethod
     def from_dict(cls, envelope: dict[str, Any]) -> Event:

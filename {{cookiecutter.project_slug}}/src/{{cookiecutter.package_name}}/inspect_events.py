@@ -33,7 +33,7 @@ from . import capture
 from .config import Settings
 from .events import QUEUES, check_type_pattern, type_matches
 from .intake import is_seen, secrets_last_verified
-from .jobs import DONE_META_KEY, FAILED_META_KEY, LAST_ERROR_META_KEY
+from .jobs import DONE_META_KEY, DUPLICATE_OF_META_KEY, FAILED_META_KEY, LAST_ERROR_META_KEY
 from .signature import fingerprint
 from .worker import ABANDONED_META_KEY
 
@@ -81,6 +81,8 @@ class EventInfo:
     # Runs cut short by a lost worker (killed, out of memory), after which the event was
     # requeued; counted in `attempts` too.
     abandoned: int = 0
+    # The event that delivered the same order transition first: this one ran no handler.
+    duplicate_of: str = ""
 
     @property
     def last_activity(self) -> datetime:
@@ -148,6 +150,7 @@ def info_from_job(job: Job, seen: bool = False) -> EventInfo:
         received_at=_aware(job.created_at),
         handlers_failed=tuple(job.meta.get(FAILED_META_KEY, ())),
         abandoned=abandoned(job),
+        duplicate_of=job.meta.get(DUPLICATE_OF_META_KEY, ""),
     )
 
 

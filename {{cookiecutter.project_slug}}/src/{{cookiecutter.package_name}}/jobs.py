@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from rq import get_current_job
 
-from . import history, metrics
+from . import history, ledger, metrics
 from .api import handler_run
 from .config import Settings, settings_from_env
 from .events import Event
@@ -36,6 +36,8 @@ LAST_ERROR_META_KEY = "last_error"
 # final error of a round of retries, and only the job's own (`HandlerFailed`).
 ERRORS_META_KEY = "errors"
 KEPT_ERRORS = 10
+# The event that delivered this one's order transition before it (see `ledger`).
+DUPLICATE_OF_META_KEY = "duplicate_of"
 # How long to keep trying to write down a handler that succeeded while Redis is away;
 # giving up would make the retry run that handler a second time.
 REMEMBER_PATIENCE_SECONDS = 30
@@ -89,6 +91,14 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
     event = Event.from_dict(envelope)
     job = get_current_job()
     done = set(job.meta.get(DONE_META_KEY, ())) if job is not None else set()
+    if job is not None and (first := ledger.record(job.connection, event)):
+        log.info(
+            "%s %s: duplicate of %s, which delivered this order transition; no handler runs",
+            event.type, event.id, first,
+        )  # fmt: skip
+        job.meta[DUPLICATE_OF_META_KEY] = first
+        _save_meta(job)
+        return []
     handlers = registry.handlers_for(event.type)
     if not handlers:
         log.info("%s %s: no handler registered; acknowledged and dropped", event.type, event.id)

@@ -34,7 +34,7 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from rq import Queue
 from rq.utils import str_to_date
@@ -44,6 +44,8 @@ from .config import Settings
 from .connection import connect
 from .events import QUEUES
 from .intake import open_queues
+from .ledger import RANK as ORDER_STATUSES
+from .reconcile import TOTALS_KEY, WATERMARK_KEY
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +220,60 @@ class QueueCollector(Collector):
         yield from (up, depth, oldest, scheduled, failed, alive)
 
 
+# --- reconciliation (docs/reconcile.md) -------------------------------------------------
+
+
+RECONCILED_TYPES = tuple(f"order.{status}" for status in ORDER_STATUSES)
+
+
+class ReconcileCollector(Collector):
+    """The reconciler's totals and its watermark's age, read from Redis when scraped: the
+    passes run in whichever worker holds the lock, or in the `reconcile` command."""
+
+    def __init__(self, connection: redis.Redis):
+        self.connection = connection
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            pipe = self.connection.pipeline(transaction=False)
+            raw_totals, mark = pipe.hgetall(TOTALS_KEY).hget(WATERMARK_KEY, "updatedAt").execute()
+        except redis.RedisError:
+            return  # tw_redis_up says so
+        counts = {k.decode(): int(v) for k, v in raw_totals.items()}
+        runs = CounterMetricFamily(
+            "tw_reconcile_runs", "Reconciliation passes, by outcome.", labels=["outcome"]
+        )
+        for outcome in ("ok", "error", "baseline"):
+            runs.add_metric([outcome], counts.get(f"runs:{outcome}", 0))
+        events = CounterMetricFamily(
+            "tw_reconcile_events",
+            "Synthetic events fed by reconciliation: order changes whose webhook never arrived.",
+            labels=["type"],
+        )
+        found = {name[7:]: value for name, value in counts.items() if name.startswith("events:")}
+        for kind, value in {**dict.fromkeys(RECONCILED_TYPES, 0), **found}.items():
+            events.add_metric([kind], value)  # from 0, so that an increase is seen
+        checked = CounterMetricFamily(
+            "tw_reconcile_orders_checked", "Orders compared with the ledger by reconciliation."
+        )
+        checked.add_metric([], counts.get("checked", 0))
+        duplicates = CounterMetricFamily(
+            "tw_reconcile_duplicates",
+            "Events whose order transition another event (real or synthetic) delivered first; "
+            "their handlers did not run.",
+        )
+        duplicates.add_metric([], counts.get("duplicates", 0))
+        yield from (runs, events, checked, duplicates)
+        if mark is not None:
+            age = GaugeMetricFamily(
+                "tw_reconcile_watermark_age_seconds",
+                "How far behind now the reconciler's watermark is (every order changed before "
+                "it was checked).",
+            )
+            age.add_metric([], max(0.0, time.time() - float(mark)))
+            yield age
+
+
 def receiver_registry(queues: dict[str, Queue], lost_after: int) -> CollectorRegistry:
     """What a scrape of the receiver returns: the counts of every web process (or of this
     one, without `PROMETHEUS_MULTIPROC_DIR`) and the queue gauges read from Redis."""
@@ -229,6 +285,7 @@ def receiver_registry(queues: dict[str, Queue], lost_after: int) -> CollectorReg
     else:
         registry.register(REGISTRY)
     registry.register(QueueCollector(queues, lost_after))
+    registry.register(ReconcileCollector(next(iter(queues.values())).connection))
     return registry
 
 

@@ -70,6 +70,8 @@ class Options:
     backoff_base: float = 0.5
     backoff_max: float = 30.0
     timeout: float = 10.0
+    # Seconds from a delivery's first attempt after which no retry starts (0: none).
+    retry_window: float = 0.0
     extra_headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -216,6 +218,7 @@ class Sender:
 
     def send(self, delivery: Delivery) -> Result:
         attempt = 0
+        first = time.monotonic()
         while True:
             attempt += 1
             self.limiter.wait()
@@ -230,7 +233,11 @@ class Sender:
             retryable = status is None or status in RETRYABLE_STATUSES
             if not retryable or attempt >= self.options.max_attempts:
                 return result
-            self.sleep(self.backoff(attempt, retry_after))
+            delay = self.backoff(attempt, retry_after)
+            window = self.options.retry_window
+            if window and time.monotonic() + delay - first > window:
+                return result  # the sender gives up: the event is lost to this receiver
+            self.sleep(delay)
 
 
 def _classify(delivery: Delivery, status: int, payload: bytes, attempts: int) -> Result:

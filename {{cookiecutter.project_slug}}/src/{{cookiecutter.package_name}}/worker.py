@@ -384,6 +384,10 @@ def run(settings: Settings, queue_names: list[str] | None = None, burst: bool = 
         from .metrics import serve_worker_metrics
 
         serve_worker_metrics(settings.worker_metrics_port, settings.metrics_addr)
+    if settings.reconcile_interval_seconds and not burst:
+        from .reconcile import start_periodic
+
+        start_periodic(settings)  # one pass per interval across every worker
     # RQ narrates every job at INFO; the handlers' own lines say what matters.
     rq_level = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
     worker.work(burst=burst, with_scheduler=True, logging_level=rq_level)

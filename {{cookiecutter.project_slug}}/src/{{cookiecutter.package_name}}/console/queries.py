@@ -17,7 +17,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from .. import capture, history, inspect_events
+from .. import capture, history, inspect_events, reconcile
 from ..config import Settings
 from ..intake import open_queues
 from ..jobs import ERRORS_META_KEY, HandlerFailed
@@ -43,6 +43,14 @@ class Overview:
     handlers: list[tuple[int, dict[str, int]]]
     handler_failures: list[tuple[str, int, int]]  # (handler, failed, ok) over the hour
     captured: int
+    # Reconciliation: its latest pass (`reconcile.Report` as JSON) and its totals.
+    reconcile_run: dict | None = None
+    reconcile_totals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def missed(self) -> int:
+        """Synthetic events fed in all: order changes whose webhooks never arrived."""
+        return sum(n for k, n in self.reconcile_totals.items() if k.startswith("events:"))
 
     @property
     def failed(self) -> int:
@@ -96,6 +104,8 @@ def overview(connection: redis.Redis, minutes: int = 60) -> Overview:
         handlers=handlers,
         handler_failures=handler_totals(handlers),
         captured=capture.size(connection),
+        reconcile_run=next(iter(reconcile.last_runs(connection, 1)), None),
+        reconcile_totals=reconcile.totals(connection),
     )
 
 

@@ -106,6 +106,9 @@ def build_state(options: Options) -> State:
             options.webhook_secret or "",
             options.webhook_max_attempts,
             options.webhook_backoff,
+            options.webhook_retry_window,
+            options.webhook_loss,
+            options.seed,
         )
     return State(
         options=options,
@@ -248,11 +251,11 @@ def create_app(options: Options | None = None, state: State | None = None) -> Fl
         status = request.args.get("status") or None
         with _cursor_errors():
             items, next_cursor = state.store.orders(
-                g.client_id, _page_size(), request.args.get("cursor"), status
+                g.client_id, _page_size(), request.args.get("cursor"), status, _updated_since()
             )
         return jsonify({"items": items, "nextCursor": next_cursor})
 
-    @app.post("/v1/orders/<order_id>/<any(confirm, fulfill, cancel):action>")
+    @app.post("/v1/orders/<order_id>/<any(confirm, fulfill, cancel, refund):action>")
     def change_order(order_id: str, action: str) -> Response:
         return jsonify(state.store.transition(g.client_id, order_id, action))
 
@@ -315,6 +318,16 @@ def _page_size() -> int:
         return DEFAULT_PAGE_SIZE
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
         raise ApiError(400, "invalid_parameter", f"limit must be 1 to {MAX_PAGE_SIZE}.")
+    return int(raw)
+
+
+def _updated_since() -> int | None:
+    """`updatedSince` (unix seconds), or None when absent; 400 when it is not one."""
+    raw = request.args.get("updatedSince", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or len(raw) > 12:
+        raise ApiError(400, "invalid_parameter", "updatedSince must be unix seconds (0 or more).")
     return int(raw)
 
 

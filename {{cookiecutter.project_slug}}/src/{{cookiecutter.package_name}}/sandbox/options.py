@@ -35,6 +35,10 @@ class Options:
     webhook_secret: str | None = None  # signs them (the first of TW_WEBHOOK_SECRETS)
     webhook_max_attempts: int = 6  # per event, as the API's sender
     webhook_backoff: float = 0.5  # first retry delay in seconds, doubling each time
+    # Webhooks that never arrive, as after a long outage of the receiver (see reconcile):
+    webhook_retry_window: float = 0.0  # seconds from an event's first attempt until the
+    # sender gives up on it (0: only webhook_max_attempts decides)
+    webhook_loss: float = 0.0  # share of events never sent at all (drawn from `seed`)
 
     def __post_init__(self) -> None:
         if self.rate_limit < 1:
@@ -49,6 +53,8 @@ class Options:
             raise ValueError(
                 f"the webhook URL must start with http:// or https://, got {self.webhook_url!r}"
             )
+        if not 0.0 <= self.webhook_loss <= 1.0 or self.webhook_retry_window < 0:
+            raise ValueError("webhook_loss must be between 0 and 1, webhook_retry_window >= 0")
         if self.webhook_url and not self.webhook_secret:
             raise ValueError("a webhook_url needs a webhook_secret to sign with")
 

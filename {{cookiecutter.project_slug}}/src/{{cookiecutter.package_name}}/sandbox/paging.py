@@ -57,3 +57,48 @@ def page(
                 return items, encode_cursor(id_of(items[-1]))
             items.append(item)
     return items, None
+
+
+# --- keyset pages on a changing sort key (the orders, by `updatedAt` then id) -----------
+# Such a cursor holds the last item's key, `{"updatedAt": ..., "id": ...}`: the next page
+# starts after that key, wherever the item itself has moved since (an order changed
+# between two pages moves to the end of an oldest-first walk, and is met again there).
+
+
+def encode_key_cursor(key: tuple[int, str]) -> str:
+    payload = {"updatedAt": key[0], "id": key[1]}
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+
+
+def decode_key_cursor(cursor: str) -> tuple[int, str]:
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, UnicodeError, binascii.Error):
+        raise InvalidCursor("cursor is not one this server gave out") from None
+    stamp = decoded.get("updatedAt") if isinstance(decoded, dict) else None
+    if not isinstance(stamp, int) or not isinstance(decoded.get("id"), str):
+        raise InvalidCursor("cursor is not one this server gave out")
+    return stamp, decoded["id"]
+
+
+def keyset_page(
+    ordered: Sequence[T],
+    key_of: Callable[[T], tuple[int, str]],
+    limit: int,
+    cursor: str | None,
+    keep: Callable[[T], bool] = lambda item: True,
+    descending: bool = False,
+) -> tuple[list[T], str | None]:
+    """The next `limit` items of `ordered` (sorted by `key_of`, `descending` or not) that
+    `keep` accepts, after the cursor's key."""
+    after = decode_key_cursor(cursor) if cursor else None
+    items: list[T] = []
+    for item in ordered:
+        key = key_of(item)
+        if after is not None and (key >= after if descending else key <= after):
+            continue
+        if keep(item):
+            if len(items) == limit:
+                return items, encode_key_cursor(key_of(items[-1]))
+            items.append(item)
+    return items, None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import random
 import threading
 from collections import Counter
 
@@ -24,12 +25,27 @@ log = logging.getLogger(__name__)
 class WebhookSender:
     """`emit(type, object)` from any thread; `wait_until_idle()` in tests; `close()` at the end."""
 
-    def __init__(self, url: str, secret: str, max_attempts: int = 6, backoff: float = 0.5):
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        max_attempts: int = 6,
+        backoff: float = 0.5,
+        retry_window: float = 0.0,
+        loss: float = 0.0,
+        seed: int | None = None,
+    ):
         self.url = url
         self.results: list[replay.Result] = []  # every finished delivery, in order
+        self.lost: list[dict] = []  # the envelopes `loss` kept from being sent at all
+        self._loss, self._draws = loss, random.Random(seed)
         self._closing = threading.Event()
         options = replay.Options(
-            url=url, secrets=(secret,), max_attempts=max_attempts, backoff_base=backoff
+            url=url,
+            secrets=(secret,),
+            max_attempts=max_attempts,
+            backoff_base=backoff,
+            retry_window=retry_window,
         )
         # Waiting out a backoff on the closing flag lets `close()` end a retry loop at once.
         self._sender = replay.Sender(options, sleep=self._closing.wait)
@@ -44,13 +60,17 @@ class WebhookSender:
         envelope = new_envelope(event_type, obj)
         body = json.dumps(envelope, separators=(",", ":")).encode()
         with self._idle:
+            if self._loss and self._draws.random() < self._loss:
+                self.lost.append(envelope)  # never sent: only a reconciliation finds it
+                log.info("webhook %s %s lost (webhook_loss)", event_type, envelope["id"])
+                return envelope
             self._pending += 1
         self._queue.put(replay.Delivery(body, event_type))
         return envelope
 
     def counts(self) -> dict[str, int]:
-        """Events delivered (2xx), failed (after every attempt), still queued, and the
-        attempts made in all."""
+        """Events delivered (2xx), failed (after every attempt or the retry window), still
+        queued, the attempts made in all, and those lost (never sent, `loss`)."""
         with self._idle:
             outcomes = Counter("delivered" if r.ok else "failed" for r in self.results)
             attempts = sum(r.attempts for r in self.results)
@@ -59,6 +79,7 @@ class WebhookSender:
                 "failed": outcomes["failed"],
                 "queued": self._pending,
                 "attempts": attempts,
+                "lost": len(self.lost),
             }
 
     def wait_until_idle(self, timeout: float = 30) -> bool:

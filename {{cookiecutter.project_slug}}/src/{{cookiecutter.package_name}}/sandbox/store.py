@@ -25,6 +25,7 @@ TRANSITIONS = {
     "confirm": (("created",), "confirmed"),
     "fulfill": (("confirmed",), "fulfilled"),
     "cancel": (("created", "confirmed"), "cancelled"),
+    "refund": (("fulfilled",), "refunded"),
 }
 
 
@@ -37,7 +38,15 @@ class Order:
     total: int
     status: str = "created"
     created_at: int = field(default_factory=lambda: int(time.time()))
-    updated_at: int = 0
+    updated_at: int = 0  # set to created_at on creation, then at every change of status
+
+    def __post_init__(self) -> None:
+        self.updated_at = self.updated_at or self.created_at
+
+    @property
+    def changed(self) -> tuple[int, str]:
+        """Where the order sorts in the lists: by `updatedAt`, then id."""
+        return self.updated_at, self.id
 
     def to_json(self) -> dict:
         return {
@@ -47,7 +56,7 @@ class Order:
             "items": [dict(item) for item in self.items],
             "total": money(self.total),
             "createdAt": self.created_at,
-            "updatedAt": self.updated_at or self.created_at,
+            "updatedAt": self.updated_at,
         }
 
 
@@ -149,15 +158,26 @@ class Store:
             return self._order(client_id, order_id).to_json()
 
     def orders(
-        self, client_id: str, limit: int, cursor: str | None, status: str | None = None
+        self,
+        client_id: str,
+        limit: int,
+        cursor: str | None,
+        status: str | None = None,
+        updated_since: int | None = None,
     ) -> tuple[list[dict], str | None]:
-        """The client's orders, oldest first; one page of them."""
+        """The client's orders, one page of them: newest change first; or, given
+        `updated_since`, those changed at or after it, oldest change first (the order a
+        reconciler walks them in). Both by `updatedAt`, then id."""
 
         def keep(order: Order) -> bool:
-            return order.client_id == client_id and status in (None, order.status)
+            fresh = updated_since is None or order.updated_at >= updated_since
+            return order.client_id == client_id and status in (None, order.status) and fresh
 
         with self._lock:
-            found, next_cursor = paging.page(list(self._orders.values()), _id, limit, cursor, keep)
+            ordered = sorted(self._orders.values(), key=_changed, reverse=updated_since is None)
+            found, next_cursor = paging.keyset_page(
+                ordered, _changed, limit, cursor, keep, descending=updated_since is None
+            )
             return [order.to_json() for order in found], next_cursor
 
     def transition(self, client_id: str, order_id: str, action: str) -> dict:
@@ -189,3 +209,7 @@ class Store:
 
 def _id(item: Listing | Order) -> str:
     return item.id
+
+
+def _changed(order: Order) -> tuple[int, str]:
+    return order.changed
