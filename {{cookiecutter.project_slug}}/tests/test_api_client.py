@@ -12,7 +12,7 @@ from processes import PROJECT_ROOT, project_env
 
 from {{ cookiecutter.package_name }}.api import ApiError, Client, handler_run
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
-from {{ cookiecutter.package_name }}.sandbox import running
+from {{ cookiecutter.package_name }}.sandbox import Options, running
 
 SHOW = "12345"  # the sandbox's seeded show
 
@@ -128,10 +128,45 @@ def test_the_shared_budget_waits_instead_of_reaching_the_limit(start_sandbox, ma
     sandbox = start_sandbox(rate_limit=6)
     clients = [make_client(sandbox) for _ in range(3)]
     started = time.monotonic()
+    windows = set()
     for n in range(13):
         clients[n % 3].health()
+        windows.add(int(time.time()))
     assert sandbox.stats()["byStatus"] == {"200": 14}
     assert time.monotonic() - started >= 1  # 14 requests at 6 per second: three windows
+    # ... and not many more: the budget spends the limit rather than throttling to a trickle.
+    assert share_of_limit_used(14, windows, 6) >= 0.45
+
+
+def share_of_limit_used(requests: int, windows: set[int], limit: int) -> float:
+    """`requests` over what the limit allowed in the one-second windows from the first
+    to the last: 14 requests in three windows of 6 use 0.78 of it, at one a second 0.17."""
+    return requests / ((max(windows) - min(windows) + 1) * limit)
+
+
+def test_the_budget_recovers_after_unanswered_calls_at_a_window_start(redis_conn, make_client):
+    port = free_port()
+    client = make_client(
+        base_url=f"http://127.0.0.1:{port}",
+        client_id=Options.client_id,
+        client_secret=Options.client_secret,
+    )
+    with running(port=port, rate_limit=2):
+        client.health()  # a token: the budget learns the limit
+        window = int(time.time())
+        while int(time.time()) == window or time.time() % 1 > 0.3:
+            time.sleep(0.01)
+        client.health()
+        client.health()  # the window's last slot
+    # The API is down when the next window starts: nothing answers the call or its retries.
+    client.call_seconds = 1
+    with pytest.raises(ApiError) as caught:
+        client.health()
+    assert caught.value.code == "network_error"
+    with running(port=port, rate_limit=2) as sandbox:  # back up
+        client.call_seconds = 5
+        assert client.health()  # not "rate budget exhausted"
+        assert sandbox.stats()["byStatus"]["200"] == 2  # a new token (after a 401), health
 
 
 def test_5xx_are_retried(start_sandbox, make_client):
@@ -154,8 +189,6 @@ def test_network_errors_are_retried(make_client):
         sandboxes.append(running(port=port))
         sandboxes[0].__enter__()
         started.set()
-
-    from {{ cookiecutter.package_name }}.sandbox import Options
 
     thread = threading.Thread(target=start_later)
     client = make_client(

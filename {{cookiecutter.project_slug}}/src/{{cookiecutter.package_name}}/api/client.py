@@ -104,11 +104,13 @@ class Client:
             # Made once, before the retries, so every retry repeats it.
             headers["Idempotency-Key"] = idempotency.next_key(method, path)
         deadline = idempotency.deadline(self.call_seconds)
-        retry = 0
+        retry, error = 0, None
         while True:
             ticket = self.budget.take(deadline)
-            if ticket is None:
-                raise ApiError(None, DEADLINE_EXCEEDED, f"{method} {path}: rate budget exhausted")
+            if ticket is None:  # the last attempt's failure says more, if there was one
+                raise error or ApiError(
+                    None, DEADLINE_EXCEEDED, f"{method} {path}: rate budget exhausted"
+                )
             try:
                 response = self.http.request(
                     method, path, params=params, json=json, headers=headers,
