@@ -1,6 +1,7 @@
 """The API client over real HTTP against the sandbox, with the project's private Redis."""
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -275,6 +276,56 @@ def test_409_is_retried_until_the_first_request_answers(start_sandbox, make_clie
     assert stats["byStatus"].get("409", 0) >= 1
     assert [o["id"] for o in orders] == [orders[0]["id"]] * 2
     assert stats["orders"] == 1
+
+
+@pytest.fixture
+def listener():
+    """A socket listening on 127.0.0.1 (another host for the client): its address, and a
+    function that says whether anything connected to it."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+
+        def connected() -> bool:
+            try:
+                server.accept()[0].close()
+            except TimeoutError:
+                return False
+            return True
+
+        yield server.getsockname()[1], connected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/v1/health",  # absolute, another port
+        "http://localhost:{port}/v1/orders",  # another host name
+        "//127.0.0.1:{port}/v1/orders",  # scheme-relative
+        "http:/127.0.0.1:{port}/v1/orders",  # a scheme without a host
+        "https://{base}/v1/orders",  # the API's host and port, another scheme
+        "/v1/orders/../../oauth/token",  # dot segments
+        "/v1/orders/%2e%2e/x",
+    ],
+)
+def test_a_url_off_the_api_is_refused_before_anything_is_sent(sandbox, make_client, listener, url):
+    port, connected = listener
+    client = make_client(sandbox)
+    client.health()  # a token that a request elsewhere would carry
+    url = url.format(port=port, base=sandbox.url.removeprefix("http://"))
+    for call in (lambda: client.get(url), lambda: client.post(url, json={"items": []})):
+        with pytest.raises(ValueError, match="is not a path of the API at"):
+            call()
+    assert not connected()
+    assert sandbox.stats()["requests"] == 2  # the token and health: nothing else came
+
+
+def test_paths_and_urls_on_the_api_still_go(sandbox, make_client):
+    client = make_client(sandbox)
+    assert client.get("/v1/health") == client.get(sandbox.url + "/v1/health")
+    assert client.get("v1/health")
+    with pytest.raises(ValueError):
+        client.get_order("..")  # quoted, but a dot segment all the same
+    assert sandbox.stats()["byStatus"] == {"200": 4}
 
 
 def first_listing(client) -> str:
