@@ -54,12 +54,14 @@ STRADDLE_SECONDS = 0.25
 MAX_UNANSWERED = 64
 
 # KEYS: budget hash, in-flight set. ARGV: ticket, poll ms, in-flight max ms, lease share,
-# window ms when none was learned. Returns {slots, ms}: slots > 0 is a lease of that many slots (the first one in flight
-# for the ticket) usable for ms more (-1: for this request alone); 0 slots means wait ms.
+# window ms when none was learned. Returns {slots, ms}: slots > 0 is a lease of that many
+# slots (the first one in flight for the ticket) usable for ms more (-1: for this request
+# alone); 0 slots means wait ms.
 TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local s = redis.call('HMGET', KEYS[1], 'paused_until', 'reset', 'remaining', 'limit', 'ends', 'window')
+local s = redis.call(
+  'HMGET', KEYS[1], 'paused_until', 'reset', 'remaining', 'limit', 'ends', 'window')
 local paused, reset = tonumber(s[1]) or 0, tonumber(s[2])
 local remaining, limit = tonumber(s[3]), tonumber(s[4])
 local ends, window = tonumber(s[5]), tonumber(s[6]) or tonumber(ARGV[5])
