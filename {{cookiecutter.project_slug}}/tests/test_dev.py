@@ -80,9 +80,10 @@ def test_dev_runs_everything_and_ctrl_c_leaves_no_process(tmp_path, redis_url, r
         )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/readyz", dev, log)
-        url = f"http://127.0.0.1:{port}{{ cookiecutter.webhook_path }}"
-        sent = cli("replay", "--url", url, SAMPLE, env=env)
+        # Another terminal in the same directory: replay finds dev's port without --url.
+        sent = cli("replay", SAMPLE, env=env, cwd=tmp_path)
         assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert f"http://127.0.0.1:{port}{{ cookiecutter.webhook_path }} (the running dev's" in sent.stderr
         event_id = json.loads(Path(SAMPLE).read_text())["id"]
         wait_for(lambda: runs(redis_conn).get(f"order:{event_id}"))
         handled = f"{event_id}: handler recording_handlers.record_order ok"

@@ -161,10 +161,14 @@ def run(
         )
     embedded = None
     state = contextlib.ExitStack()
+    receiver_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    receiver = f"http://{f'[{receiver_host}]' if ':' in receiver_host else receiver_host}:{port}"
     if not child_env.get("REDIS_URL"):
         embedded = EmbeddedRedis().start()
         child_env["REDIS_URL"] = embedded.url
-        state.enter_context(devstate.published(embedded.url))
+    # For the commands of another terminal: this Redis (if ours) and receiver (`replay`).
+    state.enter_context(devstate.published(embedded.url if embedded else None, receiver=receiver))
+    if embedded is not None:
         print(
             f" redis | embedded Redis at {embedded.url}; `events`, `failed` and the other "
             f"commands run from this directory use it while REDIS_URL is unset "
