@@ -317,8 +317,11 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         webhook_url=args.webhook_url,
         webhook_secret=settings.require_secrets()[0] if args.webhook_url else None,
+        sample_orders=True,  # so the samples' orders can be fetched
     )
-    sandbox.serve(options, args.host, args.port, lambda line: print(line, flush=True))
+    sandbox.serve(
+        options, args.host, args.port, lambda line: print(line, flush=True), public=args.public
+    )
     return 0
 
 
@@ -486,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--token-ttl", type=_count, default=3600, metavar="S", help="token lifetime (default 3600)"
     )
     sbx.add_argument("--seed", type=int, help="seed the fault and latency draws")
+    sbx.add_argument(
+        "--public", action="store_true",
+        help="allow a --host beyond this machine (with your own TW_API_CLIENT_SECRET)",
+    )  # fmt: skip
     sbx.set_defaults(func=cmd_sandbox)
 
     evs = commands.add_parser("events", help="list, show and export received events")

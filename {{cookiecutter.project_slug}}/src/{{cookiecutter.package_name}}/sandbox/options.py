@@ -35,6 +35,7 @@ class Options:
     webhook_secret: str | None = None  # signs them (the first of TW_WEBHOOK_SECRETS)
     webhook_max_attempts: int = 6  # per event, as the API's sender
     webhook_backoff: float = 0.5  # first retry delay in seconds, doubling each time
+    sample_orders: bool = False  # hold the orders of samples/events (the `sandbox` command)
 
     def __post_init__(self) -> None:
         if self.rate_limit < 1:
