@@ -207,8 +207,10 @@ def test_dev_starts_a_killed_worker_again(tmp_path):
     log = tmp_path / "dev.log"
     command = [sys.executable, "-m", PACKAGE, "dev", "--port", str(port)]
 
-    def worker_pids() -> list[int]:
-        return [p for p, c in descendants(dev.pid).items() if f"-m {PACKAGE} worker" in c]
+    def worker_pids() -> list[int]:  # dev's children (not the scheduler a worker forks)
+        command_of = descendants(dev.pid)
+        ours = children().get(dev.pid, [])
+        return [p for p in ours if f"-m {PACKAGE} worker" in command_of.get(p, "")]
 
     with running(command, env, log, cwd=tmp_path) as dev:
         wait_until_up(f"http://127.0.0.1:{port}/readyz", dev, log)
