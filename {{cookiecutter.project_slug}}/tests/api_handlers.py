@@ -14,6 +14,7 @@ RUNS_KEY = "test:api:runs"  # hash: event id -> runs of place_order
 PID_KEY = "test:api:pid"  # hash: event id -> pid of the worker to kill now
 ORDERS_KEY = "test:api:orders"  # list of "<event id> <order id>", one per order answered
 CALLS_KEY = "test:api:calls"  # hash: "ok" or an error code -> calls of check_health
+WINDOWS_KEY = "test:api:windows"  # list: the second each call of check_health returned in
 
 
 @functools.cache
@@ -43,4 +44,5 @@ def check_health(event: Event) -> None:
     except ApiError as exc:
         _redis().hincrby(CALLS_KEY, exc.code, 1)
         raise
+    _redis().rpush(WINDOWS_KEY, int(time.time()))
     _redis().hincrby(CALLS_KEY, "ok", 1)

@@ -1,6 +1,7 @@
 """The API client over real HTTP against the sandbox, with the project's private Redis."""
 
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ from processes import PROJECT_ROOT, project_env
 
 from {{ cookiecutter.package_name }}.api import ApiError, Client, handler_run
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
-from {{ cookiecutter.package_name }}.sandbox import running
+from {{ cookiecutter.package_name }}.sandbox import Options, running
 
 SHOW = "12345"  # the sandbox's seeded show
 
@@ -128,10 +129,45 @@ def test_the_shared_budget_waits_instead_of_reaching_the_limit(start_sandbox, ma
     sandbox = start_sandbox(rate_limit=6)
     clients = [make_client(sandbox) for _ in range(3)]
     started = time.monotonic()
+    windows = set()
     for n in range(13):
         clients[n % 3].health()
+        windows.add(int(time.time()))
     assert sandbox.stats()["byStatus"] == {"200": 14}
     assert time.monotonic() - started >= 1  # 14 requests at 6 per second: three windows
+    # ... and not many more: the budget spends the limit rather than throttling to a trickle.
+    assert share_of_limit_used(14, windows, 6) >= 0.45
+
+
+def share_of_limit_used(requests: int, windows: set[int], limit: int) -> float:
+    """`requests` over what the limit allowed in the one-second windows from the first
+    to the last: 14 requests in three windows of 6 use 0.78 of it, at one a second 0.17."""
+    return requests / ((max(windows) - min(windows) + 1) * limit)
+
+
+def test_the_budget_recovers_after_unanswered_calls_at_a_window_start(redis_conn, make_client):
+    port = free_port()
+    client = make_client(
+        base_url=f"http://127.0.0.1:{port}",
+        client_id=Options.client_id,
+        client_secret=Options.client_secret,
+    )
+    with running(port=port, rate_limit=2):
+        client.health()  # a token: the budget learns the limit
+        window = int(time.time())
+        while int(time.time()) == window or time.time() % 1 > 0.3:
+            time.sleep(0.01)
+        client.health()
+        client.health()  # the window's last slot
+    # The API is down when the next window starts: nothing answers the call or its retries.
+    client.call_seconds = 1
+    with pytest.raises(ApiError) as caught:
+        client.health()
+    assert caught.value.code == "network_error"
+    with running(port=port, rate_limit=2) as sandbox:  # back up
+        client.call_seconds = 5
+        assert client.health()  # not "rate budget exhausted"
+        assert sandbox.stats()["byStatus"]["200"] == 2  # a new token (after a 401), health
 
 
 def test_5xx_are_retried(start_sandbox, make_client):
@@ -154,8 +190,6 @@ def test_network_errors_are_retried(make_client):
         sandboxes.append(running(port=port))
         sandboxes[0].__enter__()
         started.set()
-
-    from {{ cookiecutter.package_name }}.sandbox import Options
 
     thread = threading.Thread(target=start_later)
     client = make_client(
@@ -242,6 +276,56 @@ def test_409_is_retried_until_the_first_request_answers(start_sandbox, make_clie
     assert stats["byStatus"].get("409", 0) >= 1
     assert [o["id"] for o in orders] == [orders[0]["id"]] * 2
     assert stats["orders"] == 1
+
+
+@pytest.fixture
+def listener():
+    """A socket listening on 127.0.0.1 (another host for the client): its address, and a
+    function that says whether anything connected to it."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+
+        def connected() -> bool:
+            try:
+                server.accept()[0].close()
+            except TimeoutError:
+                return False
+            return True
+
+        yield server.getsockname()[1], connected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/v1/health",  # absolute, another port
+        "http://localhost:{port}/v1/orders",  # another host name
+        "//127.0.0.1:{port}/v1/orders",  # scheme-relative
+        "http:/127.0.0.1:{port}/v1/orders",  # a scheme without a host
+        "https://{base}/v1/orders",  # the API's host and port, another scheme
+        "/v1/orders/../../oauth/token",  # dot segments
+        "/v1/orders/%2e%2e/x",
+    ],
+)
+def test_a_url_off_the_api_is_refused_before_anything_is_sent(sandbox, make_client, listener, url):
+    port, connected = listener
+    client = make_client(sandbox)
+    client.health()  # a token that a request elsewhere would carry
+    url = url.format(port=port, base=sandbox.url.removeprefix("http://"))
+    for call in (lambda: client.get(url), lambda: client.post(url, json={"items": []})):
+        with pytest.raises(ValueError, match="is not a path of the API at"):
+            call()
+    assert not connected()
+    assert sandbox.stats()["requests"] == 2  # the token and health: nothing else came
+
+
+def test_paths_and_urls_on_the_api_still_go(sandbox, make_client):
+    client = make_client(sandbox)
+    assert client.get("/v1/health") == client.get(sandbox.url + "/v1/health")
+    assert client.get("v1/health")
+    with pytest.raises(ValueError):
+        client.get_order("..")  # quoted, but a dot segment all the same
+    assert sandbox.stats()["byStatus"] == {"200": 4}
 
 
 def first_listing(client) -> str:

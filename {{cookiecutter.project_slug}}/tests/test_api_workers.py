@@ -6,7 +6,7 @@ import os
 import signal
 
 import pytest
-from api_handlers import CALLS_KEY, ORDERS_KEY, PID_KEY, RUNS_KEY
+from api_handlers import CALLS_KEY, ORDERS_KEY, PID_KEY, RUNS_KEY, WINDOWS_KEY
 from processes import project_env, wait_for, worker
 
 from {{ cookiecutter.package_name }}.config import Settings
@@ -102,3 +102,9 @@ def test_workers_share_one_rate_budget(start_sandbox, redis_url, redis_conn, tmp
     # Zero 429s: the budget holds every worker back before the server has to.
     assert "429" not in stats["byStatus"], stats
     assert stats["byStatus"] == {"200": count + 1}  # and one token for the three workers
+    # A lower bound on throughput: the calls used at least half of what the limit allowed
+    # in the windows from the first to the last (a budget at one call a second: 0.07).
+    windows = [int(w) for w in redis_conn.lrange(WINDOWS_KEY, 0, -1)]
+    share = count / ((max(windows) - min(windows) + 1) * limit)
+    print(f"\nshared budget: {count} calls in {max(windows) - min(windows) + 1} windows of {limit}")
+    assert share >= 0.5, windows

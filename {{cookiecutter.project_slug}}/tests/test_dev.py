@@ -80,9 +80,10 @@ def test_dev_runs_everything_and_ctrl_c_leaves_no_process(tmp_path, redis_url, r
         )
     try:
         wait_until_up(f"http://127.0.0.1:{port}/readyz", dev, log)
-        url = f"http://127.0.0.1:{port}{{ cookiecutter.webhook_path }}"
-        sent = cli("replay", "--url", url, SAMPLE, env=env)
+        # Another terminal in the same directory: replay finds dev's port without --url.
+        sent = cli("replay", SAMPLE, env=env, cwd=tmp_path)
         assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert f"http://127.0.0.1:{port}{{ cookiecutter.webhook_path }} (the running dev's" in sent.stderr
         event_id = json.loads(Path(SAMPLE).read_text())["id"]
         wait_for(lambda: runs(redis_conn).get(f"order:{event_id}"))
         handled = f"{event_id}: handler recording_handlers.record_order ok"
@@ -187,3 +188,39 @@ def test_dev_restarts_the_worker_between_jobs_on_handler_changes(tmp_path):
     assert len(listening) == 2 and listening[1] > ended, text
     assert f"v1 start {quick['id']}" not in text
     assert "cold shut down" not in text and "Traceback" not in text
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+def test_dev_starts_a_killed_worker_again(tmp_path):
+    """A worker killed under `dev` (kill -9, out of memory) is not left down until a file
+    changes: it starts again, and the next event is handled."""
+    package = tmp_path / "hotpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "hot.py").write_text(HOT_HANDLER.format(version="v1"))
+    event = make_event("order.created")
+    (tmp_path / "event.json").write_text(json.dumps(event))
+    port = free_port()
+    env = project_env("unused", TW_HANDLER_MODULES="hotpkg")
+    del env["REDIS_URL"]
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    log = tmp_path / "dev.log"
+    command = [sys.executable, "-m", PACKAGE, "dev", "--port", str(port)]
+
+    def worker_pids() -> list[int]:  # dev's children (not the scheduler a worker forks)
+        command_of = descendants(dev.pid)
+        ours = children().get(dev.pid, [])
+        return [p for p in ours if f"-m {PACKAGE} worker" in command_of.get(p, "")]
+
+    with running(command, env, log, cwd=tmp_path) as dev:
+        wait_until_up(f"http://127.0.0.1:{port}/readyz", dev, log)
+        [first] = wait_for(worker_pids)
+        wait_for(lambda: " listening on " in log.read_text())
+        os.killpg(first, signal.SIGKILL)  # the worker and its scheduler
+        wait_for(lambda: "worker exited (killed by SIGKILL); it starts again" in log.read_text())
+        [second] = wait_for(lambda: [p for p in worker_pids() if p != first], timeout=20)
+        sent = cli("replay", str(tmp_path / "event.json"), env=env, cwd=tmp_path)
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        wait_for(lambda: f"v1 end {event['id']}" in log.read_text(), timeout=30)
+    assert second != first
+    assert "Traceback" not in log.read_text()

@@ -6,6 +6,7 @@ import pytest
 from processes import PACKAGE
 
 from {{ cookiecutter.package_name }} import cli, inspect_events
+from {{ cookiecutter.package_name }}.config import ConfigError
 from {{ cookiecutter.package_name }}.intake import Intake
 from {{ cookiecutter.package_name }}.registry import registry
 from {{ cookiecutter.package_name }}.testing import make_event, run_worker
@@ -122,6 +123,59 @@ def test_a_retried_event_that_fails_again_gets_its_retries_again(handlers, setti
     info = inspect_events.show(redis_conn, event["id"])
     assert info.status == "failed"
     assert info.attempts == 2 * (settings.retry_max + 1) == runs.count(("mails", event["id"]))
+
+
+def test_a_configuration_error_fails_at_once_and_retry_runs_it_after_the_fix(
+    settings, redis_conn, sandbox, monkeypatch
+):
+    from {{ cookiecutter.package_name }}.api import api
+
+    registry.clear_handlers()
+    runs = []
+
+    @registry.on("order.created")
+    def confirm(event):
+        runs.append(event.id)
+        api.health()
+
+    monkeypatch.delenv("TW_API_CLIENT_ID", raising=False)  # forgotten in the deploy
+    monkeypatch.setenv("TW_API_BASE_URL", sandbox.url)
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    api.reset()
+    settings = dataclasses.replace(settings, retry_base_seconds=60)
+    [event] = submit(redis_conn, settings, "order.created")
+    run_worker(redis_conn, settings)
+    info = inspect_events.show(redis_conn, event["id"])
+    assert (info.status, info.attempts, runs) == ("failed", 1, [event["id"]])  # no retries
+    assert "TW_API_CLIENT_ID is not set" in info.last_error
+    monkeypatch.setenv("TW_API_CLIENT_ID", sandbox.client_id)  # the fix
+    monkeypatch.setenv("TW_API_CLIENT_SECRET", sandbox.client_secret)
+    api.reset()
+    inspect_events.retry(redis_conn, settings, event["id"])
+    run_worker(redis_conn, settings)
+    assert inspect_events.show(redis_conn, event["id"]).status == "processed"
+    assert sandbox.stats()["byStatus"] == {"200": 2}  # a token, the health check
+    api.reset()
+
+
+def test_other_failures_beside_a_configuration_error_keep_their_retries(
+    settings, redis_conn, monkeypatch
+):
+    registry.clear_handlers()
+
+    @registry.on("order.created")
+    def confirm(event):
+        raise ConfigError("TW_SOMETHING is not set")
+
+    @registry.on("order.created")
+    def mail(event):
+        raise ConnectionRefusedError("mail server down")
+
+    settings = dataclasses.replace(settings, retry_base_seconds=60)
+    [event] = submit(redis_conn, settings, "order.created")
+    run_worker(redis_conn, settings)
+    info = inspect_events.show(redis_conn, event["id"])
+    assert (info.status, info.retries_left) == ("scheduled", settings.retry_max - 1)
 
 
 def test_retry_refuses_events_that_are_not_failed(handlers, settings, redis_conn):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package_name }} import cli
+from {{ cookiecutter.package_name }} import cli, devstate
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.replay import (
     Delivery,
@@ -308,6 +308,40 @@ def test_cli_exit_status_and_summary(receiver, monkeypatch, tmp_path, capsys):
     assert "total" in summary and " 3 " in summary
     url, _ = receiver(ACCEPTED)
     assert cli.main(["replay", "-q", "--url", url, str(events)]) == 0
+
+
+def test_the_cli_gives_up_in_one_line_when_nothing_listens(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TW_WEBHOOK_SECRETS", TEST_SECRET)
+    url = f"http://127.0.0.1:{free_port()}/webhooks/tw"
+    assert cli.main(["replay", "--url", url, SAMPLES]) == 1
+    out = capsys.readouterr().out
+    # Not eight events each retried for 15 s: one line, once the first was refused 3 times.
+    assert out.splitlines() == [
+        f"replay: nothing listens at {url} (connection refused); is the receiver (`dev`) "
+        "running? --url sends elsewhere"
+    ]
+
+
+def test_refusals_after_the_receiver_answered_are_retried_as_before(receiver):
+    url, _ = receiver(ACCEPTED)
+    sender = Sender(options(url, max_attempts=4, stop_when_refused=True), sleep=lambda s: None)
+    assert sender.send(Delivery(body(make_event()), "first")).ok
+    sender._port, sender._local.conn = free_port(), None  # the receiver went away after
+    result = sender.send(Delivery(body(make_event()), "second"))
+    assert (result.outcome, result.attempts) == ("network_error", 4)
+
+
+def test_replay_sends_to_the_running_dev_receiver(receiver, monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)  # where dev runs, and keeps its state file
+    monkeypatch.setenv("TW_WEBHOOK_SECRETS", TEST_SECRET)
+    url, script = receiver(ACCEPTED)
+    base = url.removesuffix("{{ cookiecutter.webhook_path }}")
+    with devstate.published(None, devstate.STATE_FILE, receiver=base):  # dev --port N
+        assert cli.main(["replay", "-q", SAMPLES]) == 0
+    assert len(script.received) == 8
+    source = f"the running dev's, from {devstate.STATE_FILE}"
+    assert capsys.readouterr().err == f"Receiver: {url} ({source})\n"
 
 
 # --- dry run ---------------------------------------------------------------------------

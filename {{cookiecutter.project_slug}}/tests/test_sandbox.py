@@ -3,13 +3,17 @@ rate limit, injected faults, the error shape and the stats, as a client sees the
 
 import base64
 import json
+import sys
 import threading
 import time
 
 import httpx
 import pytest
+from processes import PACKAGE, PROJECT_ROOT, project_env, running, wait_for
+from processes import cli as command
 
 from {{ cookiecutter.package_name }} import cli
+from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.sandbox import Options
 
 ORDER = {"items": [{"listingId": "lst_7Qm2Floor", "quantity": 2}]}
@@ -487,3 +491,50 @@ def test_sandbox_command_refuses_bad_options_in_one_line(monkeypatch, tmp_path, 
     monkeypatch.setenv("TW_WEBHOOK_SECRETS", "whsec_x")
     assert cli.main(["sandbox", "--webhook-url", "127.0.0.1:1/webhooks"]) == 2
     assert "webhook URL must start with http:// or https://" in capsys.readouterr().err
+
+
+def test_the_sandbox_command_holds_the_sample_orders(tmp_path, redis_url):
+    """Replayed under `dev --sandbox`, a sample's order can be fetched: the `sandbox`
+    command holds the orders the sample events speak of, as they speak of them."""
+    samples = [
+        json.loads(path.read_text())["data"]["object"]
+        for path in sorted((PROJECT_ROOT / "samples" / "events").glob("*.json"))
+    ]
+    orders = {order["id"]: order for order in samples if order.get("id", "").startswith("ord_")}
+    port = free_port()
+    command = [sys.executable, "-m", PACKAGE, "sandbox", "--port", str(port)]
+    log = tmp_path / "sandbox.log"
+    with running(command, project_env(redis_url), log) as process:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: "API sandbox on" in log.read_text() or process.poll() is not None)
+        with httpx.Client(base_url=url) as client:
+            token = client.post("/v1/oauth/token", json={
+                "client_id": "sandbox-client", "client_secret": "sandbox-secret",
+                "grant_type": "client_credentials",
+            }).json()["access_token"]  # fmt: skip
+            client.headers["Authorization"] = f"Bearer {token}"
+            fetched = {order_id: client.get(f"/v1/orders/{order_id}") for order_id in orders}
+    assert len(orders) == 2
+    for order_id, response in fetched.items():
+        assert response.status_code == 200, response.text
+        order, sample = response.json(), orders[order_id]
+        for name in ("eventId", "items", "total", "createdAt"):
+            assert order[name] == sample[name], name
+
+
+def test_a_sandbox_in_tests_starts_without_orders(sandbox):
+    assert sandbox.stats()["orders"] == 0
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1"])
+def test_the_sandbox_command_refuses_a_public_host(host, redis_url, tmp_path):
+    env = project_env(redis_url)
+    env.pop("TW_API_CLIENT_SECRET", None)
+    refused = command("sandbox", "--host", host, "--port", "0", env=env, cwd=tmp_path, timeout=30)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: the sandbox may listen on {host} only with --public")
+    assert refused.stderr.count("\n") == 1
+    # --public is not enough with the published default secret.
+    public = command("sandbox", "--host", host, "--public", env=env, cwd=tmp_path, timeout=30)
+    assert public.returncode == 2
+    assert public.stderr.startswith("error: TW_API_CLIENT_SECRET is not set")

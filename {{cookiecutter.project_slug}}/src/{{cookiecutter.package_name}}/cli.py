@@ -44,11 +44,12 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
         deliveries = replay.with_fresh_ids(deliveries)
     deliveries = replay.plan(deliveries, args.copies, args.shuffle, args.seed)
     options = replay.Options(
-        url=args.url or DEFAULT_URL + settings.webhook_path,
+        url=args.url or _replay_url(settings, quiet=args.dry_run),
         secrets=tuple(args.secret or settings.require_secrets()[:1]),
         concurrency=args.concurrency,
         rate=args.rate,
         max_attempts=args.max_attempts,
+        stop_when_refused=True,
     )
     if args.dry_run:
         for delivery in deliveries:
@@ -69,9 +70,24 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
             )
 
     started = time.monotonic()
-    results = replay.run(deliveries, options, on_result=report)
+    try:
+        results = replay.run(deliveries, options, on_result=report)
+    except replay.Unreachable as exc:
+        print(f"replay: {exc}; is the receiver (`dev`) running? --url sends elsewhere")
+        return 1
     print(replay.format_summary(results, time.monotonic() - started))
     return 0 if all(result.ok for result in results) else 1
+
+
+def _replay_url(settings: Settings, quiet: bool = False) -> str:
+    """Where `replay` sends without --url: the receiver of the `dev` running from this
+    directory (its port may not be the default), else the default; named on stderr."""
+    base, source = devstate.running_dev_receiver(), f"the running dev's, from {devstate.STATE_FILE}"
+    if base is None:
+        base, source = DEFAULT_URL, "the default; --url to change"
+    if not quiet:
+        print(f"Receiver: {base}{settings.webhook_path} ({source})", file=sys.stderr)
+    return base + settings.webhook_path
 
 
 def _located(settings: Settings) -> Settings:
@@ -307,8 +323,11 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
         webhook_secret=settings.require_secrets()[0] if args.webhook_url else None,
         webhook_retry_window=args.webhook_retry_window,
         webhook_loss=args.webhook_loss,
+        sample_orders=True,  # so the samples' orders can be fetched
     )
-    sandbox.serve(options, args.host, args.port, lambda line: print(line, flush=True))
+    sandbox.serve(
+        options, args.host, args.port, lambda line: print(line, flush=True), public=args.public
+    )
     return 0
 
 
@@ -435,7 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = commands.add_parser("replay", help="sign events afresh and POST them to a receiver")
     rep.add_argument("paths", nargs="+", help=".json / .jsonl files or folders of them")
-    rep.add_argument("--url", help=f"receiver URL (default: {DEFAULT_URL}<webhook path>)")
+    rep.add_argument(
+        "--url", help="receiver URL (default: the running dev's, else "
+        f"{DEFAULT_URL}<webhook path>)",
+    )  # fmt: skip
     rep.add_argument("--secret", action="append", help="sign with this secret instead")
     rep.add_argument("--fresh-ids", action="store_true", help="give every event a new id")
     rep.add_argument(
@@ -514,6 +536,10 @@ def build_parser() -> argparse.ArgumentParser:
     sbx.add_argument(
         "--webhook-retry-window", type=float, default=0.0, metavar="SECONDS",
         help="give up on a webhook this long after its first attempt (default: after 6 attempts)",
+    )  # fmt: skip
+    sbx.add_argument(
+        "--public", action="store_true",
+        help="allow a --host beyond this machine (with your own TW_API_CLIENT_SECRET)",
     )  # fmt: skip
     sbx.set_defaults(func=cmd_sandbox)
 

@@ -6,8 +6,10 @@ Code changes reach both tiers: gunicorn's `--reload` restarts the web workers, a
 worker, which loads the handlers once at start, is restarted between jobs: on a change to
 a `.py` file of the package (its `handlers/` included) or of a `TW_HANDLER_MODULES`
 module, it gets SIGTERM, finishes the job it is running, exits, and a fresh one starts. A
-worker that exits by itself (a handler module that does not import) is started again at
-the next change, while the web tier keeps running.
+worker that exits by itself (killed, or a handler module that does not import) is started
+again as `worker --processes` does: at once if it had run a while, else after a pause that
+doubles each time (1 s up to 30 s); or at the next change, if that comes first. The web
+tier keeps running meanwhile.
 
 Each child runs in a session of its own, so that on Ctrl-C (or SIGTERM) the whole process
 group of each one, gunicorn's workers included, is stopped here and nothing is orphaned.
@@ -21,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 
 from . import devstate, reloader
@@ -28,6 +31,10 @@ from .config import settings_from_env
 from .embedded_redis import EmbeddedRedis, free_port
 
 STOP_TIMEOUT_SECONDS = 10
+# A worker that exited sooner than this after its start died young: the next one waits,
+# twice as long each time up to the maximum (the figures of `supervisor.py`).
+YOUNG_SECONDS = 10.0
+MAX_PAUSE_SECONDS = 30.0
 
 
 def commands(host: str, port: int, reload: bool) -> dict[str, list[str]]:
@@ -93,6 +100,9 @@ class WorkerRestarts:
         self.start = start  # () -> a new worker process
         self.stopping: subprocess.Popen | None = None  # the worker asked to stop, if any
         self.dead: subprocess.Popen | None = None  # a worker that exited by itself
+        self.started = time.monotonic()  # when the current worker started
+        self.pause = 0.0  # before starting again after a worker that died young
+        self.due = 0.0  # when to start the next worker after `dead` (monotonic seconds)
 
     def check(self, worker: subprocess.Popen) -> subprocess.Popen:
         """Look for changes and for the worker's exit; return the worker to watch next."""
@@ -103,13 +113,25 @@ class WorkerRestarts:
                 os.killpg(worker.pid, signal.SIGTERM)
                 self.stopping = worker
             return worker
-        if worker is self.stopping or (worker is self.dead and changed):
+        now = time.monotonic()
+        if worker is self.stopping or (worker is self.dead and (changed or now >= self.due)):
             self.stopping = self.dead = None
+            self.started = now
             return self.start()
         if worker is not self.dead:
             self.dead = worker
-            _say(f"worker exited (exit {worker.returncode}); it starts again when a file changes")
+            young = now - self.started < YOUNG_SECONDS
+            self.pause = min(max(1.0, 2 * self.pause), MAX_PAUSE_SECONDS) if young else 0.0
+            self.due = now + self.pause
+            _say(
+                f"worker exited ({_describe(worker.returncode)}); it starts again "
+                + (f"in {self.pause:.0f} s, or when a file changes" if self.pause else "now")
+            )
         return worker
+
+
+def _describe(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit {code}"
 
 
 def _shorten(paths: list[str]) -> str:
@@ -161,10 +183,14 @@ def run(
         )
     embedded = None
     state = contextlib.ExitStack()
+    receiver_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    receiver = f"http://{f'[{receiver_host}]' if ':' in receiver_host else receiver_host}:{port}"
     if not child_env.get("REDIS_URL"):
         embedded = EmbeddedRedis().start()
         child_env["REDIS_URL"] = embedded.url
-        state.enter_context(devstate.published(embedded.url))
+    # For the commands of another terminal: this Redis (if ours) and receiver (`replay`).
+    state.enter_context(devstate.published(embedded.url if embedded else None, receiver=receiver))
+    if embedded is not None:
         print(
             f" redis | embedded Redis at {embedded.url}; `events`, `failed` and the other "
             f"commands run from this directory use it while REDIS_URL is unset "

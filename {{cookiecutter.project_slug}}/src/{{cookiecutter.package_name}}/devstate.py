@@ -1,10 +1,11 @@
-"""How the other commands find the Redis that `dev` embeds.
+"""How the other commands find the Redis that `dev` embeds, and its receiver.
 
-While `dev` runs its own Redis, it keeps a small file in the working directory (the
-project's, where `.env` is read too) naming that Redis and its own pid, and removes it on
-exit. The commands that read Redis (`events`, `failed`, `secrets`, `worker`, `console`)
-read it when `REDIS_URL` is unset, so that a second terminal sees what `dev` receives
-without copying a URL by hand. A file left behind by a `dev` that was killed is
+While `dev` runs, it keeps a small file in the working directory (the project's, where
+`.env` is read too) naming its own pid, the receiver's URL and, when it runs its own
+Redis, that Redis, and removes it on exit. The commands that read Redis (`events`,
+`failed`, `secrets`, `worker`, `console`) read it when `REDIS_URL` is unset, and `replay`
+when no `--url` is given, so that a second terminal reaches what `dev` runs without
+copying a URL or a port by hand. A file left behind by a `dev` that was killed is
 recognised as stale: its process is gone, or its Redis does not answer.
 """
 
@@ -26,10 +27,14 @@ class StaleState(Exception):
 
 
 @contextlib.contextmanager
-def published(url: str, path: str | Path = STATE_FILE) -> Iterator[None]:
-    """Name `url` as this process's Redis in `path` until the block ends."""
+def published(
+    url: str | None, path: str | Path = STATE_FILE, receiver: str | None = None
+) -> Iterator[None]:
+    """Name `url` as this process's Redis (None: not one of its own) and `receiver` as its
+    receiver's base URL in `path` until the block ends."""
     path = Path(path)
-    path.write_text(json.dumps({"redisUrl": url, "pid": os.getpid()}) + "\n")
+    state = {"redisUrl": url, "pid": os.getpid(), "receiverUrl": receiver}
+    path.write_text(json.dumps(state) + "\n")
     try:
         yield
     finally:
@@ -42,18 +47,34 @@ def running_dev_redis(path: str | Path = STATE_FILE) -> str | None:
     """The URL of the Redis of the `dev` running now from this directory; None without a
     state file. Raises `StaleState` for a file whose `dev` or Redis is gone."""
     path = Path(path)
+    state = _running_state(path)
+    url = state.get("redisUrl") if state else None
+    if url and not _answers(url):
+        raise StaleState(f"{path}, whose Redis does not answer")
+    return url
+
+
+def running_dev_receiver(path: str | Path = STATE_FILE) -> str | None:
+    """The base URL of the receiver of the `dev` running now from this directory (e.g.
+    http://127.0.0.1:8731); None without a state file, or when it is stale."""
+    try:
+        state = _running_state(Path(path))
+    except StaleState:
+        return None
+    return state.get("receiverUrl") if state else None
+
+
+def _running_state(path: Path) -> dict | None:
     try:
         state = json.loads(path.read_text())
-        url, pid = state["redisUrl"], int(state["pid"])
+        pid = int(state["pid"])
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
         raise StaleState(f"{path}, which is unreadable") from None
     if not _process_exists(pid):
         raise StaleState(f"{path}, left by a dev (pid {pid}) that is no longer running")
-    if not _answers(url):
-        raise StaleState(f"{path}, whose Redis does not answer")
-    return url
+    return state
 
 
 def _process_exists(pid: int) -> bool:

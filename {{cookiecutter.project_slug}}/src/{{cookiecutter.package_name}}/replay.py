@@ -26,6 +26,9 @@ from urllib.parse import urlsplit
 from .signature import HEADER, sign
 
 RETRYABLE_STATUSES = frozenset({409, 429}) | frozenset(range(500, 600))
+# With `stop_when_refused`, attempts refused before the receiver ever answered that end the
+# run: nothing listens there, and retrying every event for minutes would not change that.
+REFUSED_ATTEMPTS = 3
 EVENT_FILE_SUFFIXES = (".json", ".jsonl")
 
 
@@ -73,6 +76,12 @@ class Options:
     # Seconds from a delivery's first attempt after which no retry starts (0: none).
     retry_window: float = 0.0
     extra_headers: dict[str, str] = field(default_factory=dict)
+    stop_when_refused: bool = False  # raise `Unreachable` rather than retry a closed port
+
+
+class Unreachable(Exception):
+    """Nothing listens at the receiver's address: the connection was refused, and no
+    answer came from there before (`Options.stop_when_refused`)."""
 
 
 def read_events(paths: Iterable[str | Path]) -> list[Delivery]:
@@ -180,6 +189,7 @@ class Sender:
             self._path += "?" + parts.query
         self._local = threading.local()
         self.limiter = RateLimiter(options.rate)
+        self._answered = False  # whether the receiver ever answered
 
     def _connection(self) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
@@ -226,8 +236,10 @@ class Sender:
             try:
                 status, headers, payload = self._post(delivery.body)
             except (OSError, http.client.HTTPException) as exc:
+                self._stop_if_refused(exc, attempt)
                 status, result = None, Result(delivery, "network_error", None, attempt, str(exc))
             else:
+                self._answered = True
                 result = _classify(delivery, status, payload, attempt)
                 retry_after = headers.get("Retry-After")
             retryable = status is None or status in RETRYABLE_STATUSES
@@ -238,6 +250,11 @@ class Sender:
             if window and time.monotonic() + delay - first > window:
                 return result  # the sender gives up: the event is lost to this receiver
             self.sleep(delay)
+
+    def _stop_if_refused(self, exc: Exception, attempt: int) -> None:
+        refused = isinstance(exc, ConnectionRefusedError) and not self._answered
+        if refused and self.options.stop_when_refused and attempt >= REFUSED_ATTEMPTS:
+            raise Unreachable(f"nothing listens at {self.options.url} (connection refused)")
 
 
 def _classify(delivery: Delivery, status: int, payload: bytes, attempts: int) -> Result:
@@ -266,9 +283,13 @@ def run(
     sender = Sender(options)
     results: list[Result] = []
     with ThreadPoolExecutor(max_workers=max(1, options.concurrency)) as pool:
-        for result in pool.map(sender.send, deliveries):
-            results.append(result)
-            on_result(result)
+        try:
+            for result in pool.map(sender.send, deliveries):
+                results.append(result)
+                on_result(result)
+        except Unreachable:
+            pool.shutdown(cancel_futures=True)  # the events not sent yet stay unsent
+            raise
     return results
 
 

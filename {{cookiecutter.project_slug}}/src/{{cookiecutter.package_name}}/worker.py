@@ -48,7 +48,7 @@ from .config import ConfigError, Settings
 from .connection import connect
 from .events import QUEUES
 from .intake import JOB_FUNCTION, open_queues
-from .jobs import LAST_ERROR_META_KEY
+from .jobs import LAST_ERROR_META_KEY, HandlerFailed
 from .registry import registry
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,15 @@ class Worker(SimpleWorker):
         except REDIS_DOWN as exc:
             log.warning("maintenance skipped, Redis is unreachable: %s", exc)
 
+    def handle_exception(self, job: Job, *exc_info) -> None:
+        # Called by RQ before `handle_job_failure`, which retries the job if it may.
+        if _configuration_error(exc_info[1]):
+            # A missing or invalid setting is not transient: retrying for minutes would not
+            # fix it. Failed now, with the message; `failed retry` runs it after the fix.
+            job.retries_left = None
+            log.error("job %s: a configuration error, not retried: %s", job.id, exc_info[1])
+        super().handle_exception(job, *exc_info)
+
     def handle_job_failure(self, job: Job, queue: Queue, *args, exc_string: str = "", **kwargs):
         if job.should_retry:
             # Saved with the job by RQ's retry, in the same pipeline: no extra round trip.
@@ -260,6 +269,14 @@ class Worker(SimpleWorker):
             except redis.RedisError as exc:
                 log.warning("queue %s: could not look for abandoned jobs: %s", queue.name, exc)
         super().clean_registries()
+
+
+def _configuration_error(exc: BaseException | None) -> bool:
+    """True if every handler that failed raised `ConfigError` (a handler that failed for
+    another reason keeps its retries, and the event with it)."""
+    if isinstance(exc, HandlerFailed):
+        return all(isinstance(failure, ConfigError) for failure in exc.failures.values())
+    return isinstance(exc, ConfigError)
 
 
 def _is_ours(job: Job) -> bool:

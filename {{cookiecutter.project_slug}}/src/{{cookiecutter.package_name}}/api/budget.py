@@ -13,7 +13,11 @@ processes on hosts whose clocks disagree still agree with each other.
 The count is the lower of the server's figure and ours, since ours also holds the requests
 still on their way. When a window ends, a full one begins less the requests still in
 flight, which the server may count in the new window. Nothing is known before the first
-answer, so the first requests just go.
+answer, so the first requests just go. A window whose slots are all taken while no answer
+said when it ends (its requests went unanswered: the API down or out of reach) is assumed
+to end one window length later (the longest time to a reset seen, a second before any):
+the budget never holds "no slots" without a time at which that ends, or it would wait for
+an answer that no request may go to fetch.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ KEY_PREFIX = "tw:api:budget:"
 KEY_TTL_SECONDS = 3600
 # A window's slots are all taken and its end is not known yet: look again this soon.
 UNKNOWN_END_POLL_MS = 50
+# ... and assume it ends this long after its last slot was taken, until answers have shown
+# how long the API's windows are (the time to a reset, the longest seen, at most the max).
+ASSUMED_WINDOW_MS = 1000
+MAX_WINDOW_MS = 60_000
 # A request in flight longer than this is forgotten (its process died, or it timed out).
 IN_FLIGHT_MAX_MS = 120_000
 # A process takes this share of the slots left in a window at once (at least one), and
@@ -45,33 +53,45 @@ STRADDLE_SECONDS = 0.25
 # Answers of scripts sent without waiting that may pile up before they are read.
 MAX_UNANSWERED = 64
 
-# KEYS: budget hash, in-flight set. ARGV: ticket, poll ms, in-flight max ms, lease share.
-# Returns {slots, ms}: slots > 0 is a lease of that many slots (the first one in flight
-# for the ticket) usable for ms more (-1: for this request alone); 0 slots means wait ms.
+# KEYS: budget hash, in-flight set. ARGV: ticket, poll ms, in-flight max ms, lease share,
+# window ms when none was learned. Returns {slots, ms}: slots > 0 is a lease of that many
+# slots (the first one in flight for the ticket) usable for ms more (-1: for this request
+# alone); 0 slots means wait ms.
 TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local s = redis.call('HMGET', KEYS[1], 'paused_until', 'reset', 'remaining', 'limit')
+local s = redis.call(
+  'HMGET', KEYS[1], 'paused_until', 'reset', 'remaining', 'limit', 'ends', 'window')
 local paused, reset = tonumber(s[1]) or 0, tonumber(s[2])
 local remaining, limit = tonumber(s[3]), tonumber(s[4])
+local ends, window = tonumber(s[5]), tonumber(s[6]) or tonumber(ARGV[5])
 if paused > now then return {0, paused - now} end
 local slots, valid = 1, -1
 if remaining ~= nil then
-  if reset ~= nil and now >= reset * 1000 then
-    -- The window the server spoke of is over: a new one, less what is still in flight.
+  if (reset ~= nil and now >= reset * 1000) or (reset == nil and ends ~= nil and now >= ends) then
+    -- The window is over (the server said when, or we assumed it): a new one, less what
+    -- is still in flight.
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[3]))
     remaining = (limit or remaining) - redis.call('ZCARD', KEYS[2])
-    redis.call('HDEL', KEYS[1], 'reset')
-    reset = nil
+    redis.call('HDEL', KEYS[1], 'reset', 'ends')
+    reset, ends = nil, nil
   end
   if remaining <= 0 then
     redis.call('HSET', KEYS[1], 'remaining', remaining)
     if reset ~= nil then return {0, reset * 1000 - now} end
-    return {0, tonumber(ARGV[2])}
+    if ends == nil then
+      -- No slot, and no answer told when the window ends: assume it ends one window
+      -- from now, or the budget would wait for an answer that no request may fetch.
+      ends = now + window
+      redis.call('HSET', KEYS[1], 'ends', ends)
+    end
+    return {0, math.min(tonumber(ARGV[2]), ends - now)}
   end
   if reset ~= nil then
     slots = math.max(1, math.floor(remaining / tonumber(ARGV[4])))
     valid = reset * 1000 - now
+  elseif remaining == 1 and ends == nil then
+    redis.call('HSET', KEYS[1], 'ends', now + window)  -- the last slot: as above
   end
   redis.call('HSET', KEYS[1], 'remaining', remaining - slots)
 end
@@ -87,7 +107,7 @@ return 0
 """
 
 # KEYS: budget hash, in-flight set. ARGV: ticket, status, limit, remaining, reset,
-# retry-after ms ('' when absent), key ttl seconds.
+# retry-after ms ('' when absent), key ttl seconds, longest window ms.
 SETTLE = """
 redis.call('ZREM', KEYS[2], ARGV[1])
 local t = redis.call('TIME')
@@ -114,6 +134,12 @@ if remaining ~= nil and reset ~= nil then
     redis.call('HSET', KEYS[1], 'reset', reset, 'remaining', remaining)
   else
     redis.call('HSET', KEYS[1], 'reset', reset, 'remaining', math.min(known, remaining))
+  end
+  redis.call('HDEL', KEYS[1], 'ends')  -- the end is known now
+  -- The longest time to a reset seen so far: the window's length, as far as we know.
+  local left = math.min(reset * 1000 - now, tonumber(ARGV[8]))
+  if left > (tonumber(redis.call('HGET', KEYS[1], 'window')) or 0) then
+    redis.call('HSET', KEYS[1], 'window', left)
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[7])
@@ -143,30 +169,33 @@ class PipelinedRunner(ScriptRunner):
             unanswered.clear()
             self.run(script, keys, args)  # through the runner's reconnect and retry
             return
-        unanswered.append(script)
+        unanswered.append((script, keys, args))
 
     def run(self, script: Script, keys, args) -> object:
         self._read_unanswered(wait=True)
         return super().run(script, keys, args)
 
-    def _unanswered(self) -> list[Script]:
+    def _unanswered(self) -> list[tuple[Script, list, list]]:
         local = self._local
         if getattr(local, "unanswered_pid", None) != os.getpid():
             local.unanswered, local.unanswered_pid = [], os.getpid()
         return local.unanswered
 
-    def _read_unanswered(self, wait: bool) -> list[Script]:
+    def _read_unanswered(self, wait: bool) -> list[tuple[Script, list, list]]:
         """Read the answers that are there (all of them if `wait`); the scripts still
         unanswered."""
         unanswered = self._unanswered()
         connection = self._connection()
         try:
             while unanswered and (wait or connection.can_read(timeout=0)):
-                script = unanswered.pop(0)
+                script, keys, args = unanswered.pop(0)
                 try:
                     connection.read_response()
                 except redis.exceptions.NoScriptError:
-                    self.client.script_load(script.script)  # lost once; loaded for the next
+                    # Not loaded yet (a fresh Redis, a flush): load it and run it again, or a
+                    # settled request would stay "in flight" for IN_FLIGHT_MAX_MS.
+                    self.client.script_load(script.script)
+                    self.client.evalsha(script.sha, len(keys), *keys, *args)
                 except redis.ResponseError:
                     pass  # the budget stays as it was; the server's next figures correct it
         except (redis.ConnectionError, redis.TimeoutError):
@@ -204,7 +233,7 @@ class Budget:
                 return ticket
         ticket = uuid.uuid4().hex
         while True:
-            args = [ticket, UNKNOWN_END_POLL_MS, IN_FLIGHT_MAX_MS, LEASE_SHARE]
+            args = [ticket, UNKNOWN_END_POLL_MS, IN_FLIGHT_MAX_MS, LEASE_SHARE, ASSUMED_WINDOW_MS]
             started = time.monotonic()
             slots, ms = (int(n) for n in self._runner.run(self._take, self.keys, args))
             if slots:
@@ -239,6 +268,7 @@ class Budget:
             reset,
             _milliseconds(headers.get("Retry-After")),
             KEY_TTL_SECONDS,
+            MAX_WINDOW_MS,
         ]
         if status == 429:
             with self._lock:

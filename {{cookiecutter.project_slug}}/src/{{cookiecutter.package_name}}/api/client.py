@@ -99,19 +99,22 @@ class Client:
     ) -> Any:
         """Send one call, retried as the API's docs ask; the decoded body, or `ApiError`."""
         method = method.upper()
+        url = self.url_of(path)  # before anything is sent, the token above all
         headers = {}
         if method in WRITE_METHODS:
             # Made once, before the retries, so every retry repeats it.
             headers["Idempotency-Key"] = idempotency.next_key(method, path)
         deadline = idempotency.deadline(self.call_seconds)
-        retry = 0
+        retry, error = 0, None
         while True:
             ticket = self.budget.take(deadline)
-            if ticket is None:
-                raise ApiError(None, DEADLINE_EXCEEDED, f"{method} {path}: rate budget exhausted")
+            if ticket is None:  # the last attempt's failure says more, if there was one
+                raise error or ApiError(
+                    None, DEADLINE_EXCEEDED, f"{method} {path}: rate budget exhausted"
+                )
             try:
                 response = self.http.request(
-                    method, path, params=params, json=json, headers=headers,
+                    method, url, params=params, json=json, headers=headers,
                     timeout=_attempt_timeout(self.http.timeout, deadline),
                 )  # fmt: skip
             except (httpx.TransportError, ApiError) as exc:  # ApiError: the token request's
@@ -133,6 +136,34 @@ class Client:
                 raise error
             time.sleep(delay)
             retry += 1
+
+    def url_of(self, path: str) -> httpx.URL:
+        """The URL a call to `path` goes to; `ValueError` unless it is on the API's own
+        scheme, host and port (`base_url`) and inside its path.
+
+        Every request carries the bearer token and a write its idempotency key: a path
+        built from event data (`/v1/orders/` + an id) must not send them anywhere else.
+        So an absolute URL to another origin, a scheme-relative `//host/...` (which httpx
+        would quietly glue onto the base), a scheme without a host, and `.` or `..`
+        segments (which a server resolves above the base's path) are refused.
+        """
+        base = self.http.base_url
+        try:
+            parsed = httpx.URL(path)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"{path!r} is not a valid path: {exc}") from None
+        if parsed.is_absolute_url and _origin(parsed) == _origin(base):
+            url = parsed
+        elif parsed.scheme or parsed.host or path.startswith("//"):
+            url = None
+        else:
+            url = self.http.build_request("GET", path).url
+        if url is None or _origin(url) != _origin(base) or _leaves_base(parsed, url, base):
+            raise ValueError(
+                f"{path!r} is not a path of the API at {self.base_url}: calls go to paths "
+                "such as '/v1/orders', never to another host (the token would go with them)"
+            )
+        return url
 
     # -- typed helpers for the documented endpoints ---------------------------------------
 
@@ -161,6 +192,17 @@ class Client:
     def list_orders(self, **params: Any) -> Iterator[dict[str, Any]]:
         """Every order of this client, page after page (`params` go to the query)."""
         return self.paginate("/v1/orders", params)
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _leaves_base(given: httpx.URL, url: httpx.URL, base: httpx.URL) -> bool:
+    """True if `url`'s path is outside `base`'s, or `given` has `.` or `..` segments
+    (percent-encoded too: servers decode them)."""
+    segments = set(given.path.split("/")) | set(url.path.split("/"))
+    return not url.path.startswith(base.path) or bool(segments & {".", ".."})
 
 
 def _attempt_timeout(timeout: httpx.Timeout, deadline: float) -> httpx.Timeout:

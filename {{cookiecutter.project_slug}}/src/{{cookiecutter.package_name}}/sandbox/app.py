@@ -110,9 +110,12 @@ def build_state(options: Options) -> State:
             options.webhook_loss,
             options.seed,
         )
+    store = Store(emit=sender.emit) if sender else Store()
+    if options.sample_orders:
+        store.add_sample_orders(options.client_id)
     return State(
         options=options,
-        store=Store(emit=sender.emit) if sender else Store(),
+        store=store,
         tokens=Tokens(options.clients, options.token_ttl),
         limiter=RateLimiter(options.rate_limit),
         keys=IdempotencyRecords(options.idempotency_ttl),

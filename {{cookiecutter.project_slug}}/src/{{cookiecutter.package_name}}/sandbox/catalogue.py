@@ -5,7 +5,9 @@ seats at 125.00 CAD, and Lower 101-110 rows A-F with 14 seats at 89.00 CAD. Show
 has Balcony 201-203 rows A-C with 8 seats at 55.00 CAD; show `34567` has one Floor row of
 2 seats at 250.00 CAD, to run out of. Two listings keep the ids the sample events in
 `samples/events/` use (`lst_7Qm2Floor`, `lst_4Kp9Lower`), so replayed samples and the
-sandbox speak of the same seats.
+sandbox speak of the same seats; and the `sandbox` command (so `dev --sandbox`) holds the
+samples' two orders too (`SAMPLE_ORDERS`), so a handler that fetches the order of a
+replayed sample finds it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ SAMPLE_LISTING_IDS = {
     ("12345", "Floor", "A"): "lst_7Qm2Floor",
     ("12345", "Lower 104", "F"): "lst_4Kp9Lower",
 }
+# The orders of the sample events: id, (listing, seats), created at (epoch seconds).
+SAMPLE_ORDERS = [
+    ("ord_2Nf8Wq5Lk3", ("lst_7Qm2Floor", 2), 1764000000),
+    ("ord_5Tb1Xc9Mz7", ("lst_4Kp9Lower", 4), 1764004000),
+]
 
 # (show, section, rows, seats per row, price in cents)
 _SECTIONS = [

@@ -39,6 +39,7 @@ class Options:
     webhook_retry_window: float = 0.0  # seconds from an event's first attempt until the
     # sender gives up on it (0: only webhook_max_attempts decides)
     webhook_loss: float = 0.0  # share of events never sent at all (drawn from `seed`)
+    sample_orders: bool = False  # hold the orders of samples/events (the `sandbox` command)
 
     def __post_init__(self) -> None:
         if self.rate_limit < 1:

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 from werkzeug.serving import WSGIRequestHandler, make_server
 
+from ..config import ConfigError
+from ..console.security import is_loopback
 from .app import State, build_state, create_app
-from .options import Options
+from .options import DEFAULT_CLIENT_SECRET, Options
 from .sender import WebhookSender
 from .store import Store
 
@@ -103,8 +105,34 @@ def serving(app: WSGIApplication, host: str = "127.0.0.1", port: int = 0) -> Ite
         server.server_close()
 
 
-def serve(options: Options, host: str, port: int, announce: Callable[[str], None] = print) -> None:
-    """Serve in the foreground until Ctrl-C (the `sandbox` command)."""
+def check_binding(host: str, options: Options, public: bool = False) -> None:
+    """Refuse to serve beyond this machine unless told to (`public`), and then never with
+    the default credentials, which the docs publish: anyone reaching the port could take
+    tokens, and the `/_sandbox/` controls (prices, stats) have no authentication at all."""
+    if is_loopback(host):
+        return
+    if not public:
+        raise ConfigError(
+            f"the sandbox may listen on {host} only with --public: its /_sandbox/ controls "
+            "need no token (or bind it to 127.0.0.1)"
+        )
+    if options.client_secret == DEFAULT_CLIENT_SECRET:
+        raise ConfigError(
+            f"TW_API_CLIENT_SECRET is not set: the sandbox's default secret is published, "
+            f"so it may listen on {host} only with a secret of your own"
+        )
+
+
+def serve(
+    options: Options,
+    host: str,
+    port: int,
+    announce: Callable[[str], None] = print,
+    public: bool = False,
+) -> None:
+    """Serve in the foreground until Ctrl-C (the `sandbox` command); `ConfigError` for a
+    host beyond this machine (`check_binding`)."""
+    check_binding(host, options, public)
     state = build_state(options)
     server = make_server(host, port, create_app(state=state), threaded=True)
     sends = (

@@ -153,6 +153,22 @@ class Store:
             self.emit("order.created", order.to_json())
             return order.to_json()
 
+    def add_sample_orders(self, client_id: str) -> None:
+        """Hold the sample events' orders, placed by `client_id` (announced to no one): a
+        replayed sample's order can then be fetched."""
+        with self._lock:
+            for order_id, (listing_id, quantity), created in catalogue.SAMPLE_ORDERS:
+                listing = self._by_id[listing_id]
+                listing.available -= quantity
+                line = {
+                    "listingId": listing.id, "section": listing.section, "row": listing.row,
+                    "quantity": quantity, "unitPrice": money(listing.price),
+                }  # fmt: skip
+                self._orders[order_id] = Order(
+                    order_id, client_id, listing.event_id, [line], listing.price * quantity,
+                    created_at=created,
+                )  # fmt: skip
+
     def order(self, client_id: str, order_id: str) -> dict:
         with self._lock:
             return self._order(client_id, order_id).to_json()
