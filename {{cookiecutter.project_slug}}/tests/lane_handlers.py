@@ -1,0 +1,60 @@
+"""Handlers for the lane tests, loaded into real worker processes with
+`TW_HANDLER_MODULES=lane_handlers`.
+
+`apply` runs in its order's lane and writes down every run in Redis (event, start and end
+times, whether it failed, how many runs of its order were in flight when it started), so a
+test can check the lane's promises from the outside. It fails a share of its runs at
+random (`LANE_TEST_FAIL_SHARE`), always for an order with `"poison": true`, and sleeps
+`data.object.sleep` seconds (to be killed in the middle). `tally` has no lane: it counts.
+"""
+
+import functools
+import json
+import os
+import random
+import time
+
+import redis
+
+from {{ cookiecutter.package_name }}.events import Event
+from {{ cookiecutter.package_name }}.registry import on
+
+RUNS_PREFIX = "test:lane:runs:"  # list per order: one JSON entry per run of `apply`
+INFLIGHT_PREFIX = "test:lane:inflight:"
+TALLY_KEY = "test:lane:tally"  # hash: event id -> runs of `tally`
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["REDIS_URL"])
+
+
+def runs(client: redis.Redis, order: str) -> list[dict]:
+    return [json.loads(item) for item in client.lrange(RUNS_PREFIX + order, 0, -1)]
+
+
+@on("order.*", lane="order")
+def apply(event: Event) -> None:
+    client = _redis()
+    order = event.object["id"]
+    started = time.time()
+    inflight = client.incr(INFLIGHT_PREFIX + order)
+    failed = bool(event.object.get("poison")) or random.random() < float(
+        os.environ.get("LANE_TEST_FAIL_SHARE", "0")
+    )
+    try:
+        time.sleep(float(event.object.get("sleep", random.uniform(0, 0.003))))
+    finally:
+        client.decr(INFLIGHT_PREFIX + order)
+        entry = {
+            "event": event.id, "type": event.type, "start": started, "end": time.time(),
+            "failed": failed, "inflight": inflight, "pid": os.getpid(),
+        }  # fmt: skip
+        client.rpush(RUNS_PREFIX + order, json.dumps(entry))
+    if failed:
+        raise RuntimeError(f"{event.id}: failed on purpose")
+
+
+@on("order.*")
+def tally(event: Event) -> None:
+    _redis().hincrby(TALLY_KEY, event.id, 1)
