@@ -4,8 +4,9 @@
 `apply` runs in its order's lane and writes down every run in Redis (event, start and end
 times, whether it failed, how many runs of its order were in flight when it started), so a
 test can check the lane's promises from the outside. It fails a share of its runs at
-random (`LANE_TEST_FAIL_SHARE`), always for an order with `"poison": true`, and sleeps
-`data.object.sleep` seconds (to be killed in the middle). `tally` has no lane: it counts.
+random (`LANE_TEST_FAIL_SHARE`), always for an event with `"poison": true` until the test
+sets `CURED_KEY`, and on an event's first run sleeps `data.object.sleep` seconds (to be
+killed in the middle). `tally` has no lane: it counts.
 """
 
 import functools
@@ -22,6 +23,9 @@ from {{ cookiecutter.package_name }}.registry import on
 RUNS_PREFIX = "test:lane:runs:"  # list per order: one JSON entry per run of `apply`
 INFLIGHT_PREFIX = "test:lane:inflight:"
 TALLY_KEY = "test:lane:tally"  # hash: event id -> runs of `tally`
+STARTED_KEY = "test:lane:started"  # hash: event id -> pid of the last run started
+STARTS_KEY = "test:lane:starts"  # hash: event id -> runs started
+CURED_KEY = "test:lane:cured"
 
 
 @functools.cache
@@ -39,11 +43,13 @@ def apply(event: Event) -> None:
     order = event.object["id"]
     started = time.time()
     inflight = client.incr(INFLIGHT_PREFIX + order)
-    failed = bool(event.object.get("poison")) or random.random() < float(
-        os.environ.get("LANE_TEST_FAIL_SHARE", "0")
-    )
+    client.hset(STARTED_KEY, event.id, os.getpid())
+    poisoned = bool(event.object.get("poison")) and not client.exists(CURED_KEY)
+    failed = poisoned or random.random() < float(os.environ.get("LANE_TEST_FAIL_SHARE", "0"))
+    first = client.hincrby(STARTS_KEY, event.id, 1) == 1
     try:
-        time.sleep(float(event.object.get("sleep", random.uniform(0, 0.003))))
+        pause = float(event.object.get("sleep", 0)) if first else 0
+        time.sleep(pause or random.uniform(0, 0.003))
     finally:
         client.decr(INFLIGHT_PREFIX + order)
         entry = {

@@ -126,6 +126,12 @@ CASES = [
         [("TWBackpressureRefusals", 2, []), ("TWBackpressureRefusals", 4, [{}]),
          ("TWBackpressureRefusals", 12, [])],
     ),
+    # Lanes: the oldest blocked lane's age grows a minute per minute, then it is unblocked.
+    Case(
+        "a lane blocked for 15 minutes, then retried",
+        both("tw_lanes_oldest_blocked_age_seconds", "0+60x15 0x5"),
+        [("TWLaneBlocked", 8, []), ("TWLaneBlocked", 12, [{}]), ("TWLaneBlocked", 18, [])],
+    ),
 ]  # fmt: skip
 
 
