@@ -132,8 +132,8 @@ local me, lease, parkable = ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
 local plan = cjson.decode(ARGV[9])
 local known = plan.known
 local order, missing = {}, {}
-for _, id in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
-  if id == me then break end
+local position = redis.call('LPOS', KEYS[3], me)
+for _, id in ipairs(position and redis.call('LRANGE', KEYS[3], 0, position - 1) or {}) do
   if redis.call('HEXISTS', JOB .. id, 'tw_lanes') == 0 and redis.call('EXISTS', JOB .. id) == 1 then
     if known[id] then order[#order + 1] = id else missing[#missing + 1] = id end
   end
