@@ -40,8 +40,9 @@ def take(settings, redis_conn, *events):
 def test_a_job_taken_later_never_overtakes_one_taken_earlier(lane_handler, settings, redis_conn):
     """Two workers take A then B; B's worker reaches Redis first. B joins behind A all the
     same (its worker joins A for it) and waits, off the worker; A runs."""
-    first, second = make_event("order.created", {"id": "ord_1"}), make_event(
-        "order.cancelled", {"id": "ord_1"}
+    first, second = (
+        make_event("order.created", {"id": "ord_1"}),
+        make_event("order.cancelled", {"id": "ord_1"}),
     )
     (job_a, job_b), queue = take(settings, redis_conn, first, second)
     lane_set = lanes.Lanes(redis_conn, lease_seconds=20)
@@ -70,8 +71,9 @@ def test_a_job_without_a_lane_handler_costs_the_lanes_no_redis_call(settings, re
 def test_a_lost_lease_never_lets_two_events_run_at_once(lane_handler, settings, redis_conn):
     """A's worker freezes past its lease; A runs again elsewhere with a new token. The
     frozen run can neither renew nor release the lane: B waits for the new run of A."""
-    events = make_event("order.created", {"id": "ord_1"}), make_event(
-        "order.cancelled", {"id": "ord_1"}
+    events = (
+        make_event("order.created", {"id": "ord_1"}),
+        make_event("order.cancelled", {"id": "ord_1"}),
     )
     (job_a, job_b), queue = take(settings, redis_conn, *events)
     lane_set = lanes.Lanes(redis_conn, lease_seconds=20)
