@@ -227,6 +227,8 @@ class Worker(SimpleWorker):
         try:
             self.perform_job(job, queue, execution)
             if ticket is not None:
+                # No renewal of the lanes from here on: once released, they are not ours.
+                self._set_running((job, execution, None))
                 self._leave_lanes(job, ticket)
             self.set_state(WorkerStatus.IDLE)
         except REDIS_DOWN as exc:
