@@ -7,10 +7,11 @@ from rq.serializers import JSONSerializer
 
 from {{ cookiecutter.package_name }} import lanes, metrics
 from {{ cookiecutter.package_name }}.config import ConfigError, settings_from_env
+from {{ cookiecutter.package_name }}.console import app as console_app
 from {{ cookiecutter.package_name }}.events import Event
 from {{ cookiecutter.package_name }}.intake import Intake, open_queues
 from {{ cookiecutter.package_name }}.registry import registry
-from {{ cookiecutter.package_name }}.testing import make_event
+from {{ cookiecutter.package_name }}.testing import make_event, run_worker
 from {{ cookiecutter.package_name }}.worker import MovingQueue
 
 LANE = "test_lanes_units.apply:ord_1"
@@ -124,3 +125,19 @@ def test_lane_on_failure_setting(value):
 def test_lane_on_failure_setting_refuses_other_values():
     with pytest.raises(ConfigError, match="TW_LANE_ON_FAILURE"):
         settings_from_env({"TW_LANE_ON_FAILURE": "retry"})
+
+
+def test_the_console_overview_shows_a_blocked_lane(settings, redis_conn):
+    def refuses(event):
+        raise RuntimeError("no")
+
+    registry.on("order.*", lane="order")(refuses)
+    intake = Intake(redis_conn, settings)
+    first = make_event("order.created", {"id": "ord_9"})
+    intake.submit(first)
+    intake.submit(make_event("order.confirmed", {"id": "ord_9"}))
+    run_worker(redis_conn, settings)
+    html = console_app.create_app(settings, redis_conn).test_client().get("/").get_data(True)
+    assert "blocked lanes" in html and "Blocked lanes" in html
+    assert f"{__name__}.test_the_console_overview_shows_a_blocked_lane.&lt;locals&gt;" in html
+    assert f'href="/events/{first["id"]}"' in html
