@@ -35,9 +35,11 @@ lease expiry), and the set of events parked until their turn.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+import zlib
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -121,7 +123,7 @@ end
 # KEYS: all lanes, blocked lanes, the job's queue's intermediate list, the job's hash.
 # ARGV: lane prefix, job prefix, queue prefix, finished and deferred registry prefixes,
 #       the job id, lease ms, 1 when the job has nothing to run but lane handlers, then
-#       JSON: {"lanes": [...], "done": [...], "known": {job id: [lanes]}}.
+#       JSON: {"lanes": [...], "done": [...], "known": {job id: [lanes]}, "specs": [...]}.
 # Returns {'ahead', ids} when jobs taken earlier must be read first, {'held', ms} when an
 # earlier run of the job holds a lane for ms more, else
 # {'ok'|'parked', {lane, token, ...} claimed, {lane, ...} parked}.
@@ -131,10 +133,34 @@ ENTER = (
 local me, lease, parkable = ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
 local plan = cjson.decode(ARGV[9])
 local known = plan.known
+-- The lanes of a job taken earlier, for handlers keyed by data.object.id (plan.specs:
+-- handler, pattern, 'id' or 'fn'); nil when Python must say (a function key, odd data).
+local function lanes_in(id)
+  local ok, call = pcall(cjson.decode, redis.call('HGET', JOB .. id, 'data') or '')
+  local envelope = ok and type(call) == 'table' and type(call[3]) == 'table' and call[3][1]
+  if type(envelope) ~= 'table' or type(envelope.type) ~= 'string' then return nil end
+  local kind, found, seen = envelope.type, {}, {}
+  for _, spec in ipairs(plan.specs) do
+    local pattern = spec[2]
+    local family = string.sub(pattern, -2) == '.*' and string.sub(pattern, 1, -2)
+    if pattern == '*' or pattern == kind or (family and string.sub(kind, 1, #family) == family) then
+      local object = type(envelope.data) == 'table' and envelope.data.object
+      local key = type(object) == 'table' and object.id
+      if spec[3] ~= 'id' or type(key) ~= 'string' then return nil end
+      local lane = spec[1] .. ':' .. key
+      if key ~= '' and not seen[lane] then
+        seen[lane] = true
+        found[#found + 1] = lane
+      end
+    end
+  end
+  return found
+end
 local order, missing = {}, {}
 local position = redis.call('LPOS', KEYS[3], me)
 for _, id in ipairs(position and redis.call('LRANGE', KEYS[3], 0, position - 1) or {}) do
   if redis.call('HEXISTS', JOB .. id, 'tw_lanes') == 0 and redis.call('EXISTS', JOB .. id) == 1 then
+    known[id] = known[id] or lanes_in(id)
     if known[id] then order[#order + 1] = id else missing[#missing + 1] = id end
   end
 end
@@ -390,8 +416,12 @@ class Lanes:
         in_lanes = {h.name for h in pending.values()}
         parkable = bool(pending) and all(name in in_lanes for name in handler_names)
         known: dict[str, list[str]] = {}
+        specs = [
+            [h.name, h.pattern, "fn" if callable(h.lane) else "id"]
+            for h in self.handlers.lane_handlers()
+        ]
         while True:
-            plan = {"lanes": list(pending), "done": finished, "known": known or {}}
+            plan = {"lanes": list(pending), "done": finished, "known": known, "specs": specs}
             args = [
                 *self.prefixes, job.id, self.lease_ms, 1 if parkable else 0,
                 json.dumps(plan, separators=(",", ":")),
@@ -423,6 +453,8 @@ class Lanes:
         known = {}
         for job_id, data in zip(job_ids, datas, strict=True):
             try:
+                with contextlib.suppress(zlib.error):
+                    data = zlib.decompress(data)  # RQ compresses what it saves itself
                 envelope = json.loads(data)[2][0]
                 known[job_id] = list(self.lanes_for(envelope))
             except Exception:  # not one of ours, or gone: it joins no lane

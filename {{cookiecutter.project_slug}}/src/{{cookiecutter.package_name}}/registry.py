@@ -84,6 +84,10 @@ class Registry:
                 found.setdefault(handler.name, handler)
         return list(found.values())
 
+    def lane_handlers(self) -> list[Handler]:
+        """The registrations with a lane (`lanes.py`), in registration order."""
+        return [handler for handler in self._handlers if handler.lane is not None]
+
     @property
     def loaded(self) -> bool:
         """True once `load()` has run in this process."""
