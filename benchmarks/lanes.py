@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--project", type=Path, help="a default bake (default: bake one now)")
     parser.add_argument("--package", default="tw_webhook_receiver")
     parser.add_argument("--processes", type=int, default=4)
-    parser.add_argument("--events", type=int, default=2000, help="events per drain")
+    parser.add_argument("--events", type=int, default=1500, help="events per drain")
     parser.add_argument("--orders", type=int, default=200, help="distinct orders (spread)")
     parser.add_argument("--hot", type=int, default=10, help="distinct orders (hot)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median kept)")
@@ -130,6 +130,11 @@ def main(argv=None) -> int:
                 rows.append((f"{label}: {orders} orders, {name}", *medians))
                 print(f"  {rows[-1][0]:<34} {medians[0]:8.1f} events/s", flush=True)
             rows.append((f"{label}: lane ÷ no lane (median of runs)", statistics.median(ratios)))
+            cpu = [
+                (plain[1] + plain[2]) / (lane[1] + lane[2])
+                for lane, plain in zip(results["lane"], results["no lane"])
+            ]
+            rows.append((f"{label}: CPU per event, no lane ÷ lane", statistics.median(cpu)))
 
     print()
     print(f"{'drain':<44} {'events/s':>9} {'CPU ms/event: workers':>22} {'Redis':>6}")

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import time
 import zlib
 from collections.abc import Iterable
@@ -50,6 +51,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.registry import DeferredJobRegistry, FinishedJobRegistry
 
+from .connection import ScriptRunner
 from .events import Event
 from .registry import Handler, Registry
 from .registry import registry as default_registry
@@ -94,7 +96,7 @@ end
 -- The lane's head is gone: hand the lane to the next event, waking it if parked.
 local function advance(lane)
   local h = P .. lane
-  redis.call('HDEL', h, 'holder', 'until')
+  redis.call('HDEL', h, 'holder', 'until', 'run')
   redis.call('ZREM', KEYS[2], lane)
   while true do
     local head = redis.call('ZRANGE', h .. ':q', 0, 0)[1]
@@ -123,14 +125,15 @@ end
 # KEYS: all lanes, blocked lanes, the job's queue's intermediate list, the job's hash.
 # ARGV: lane prefix, job prefix, queue prefix, finished and deferred registry prefixes,
 #       the job id, lease ms, 1 when the job has nothing to run but lane handlers, then
-#       JSON: {"lanes": [...], "done": [...], "known": {job id: [lanes]}, "specs": [...]}.
+#       JSON: {"lanes": [...], "done": [...], "known": {job id: [lanes]}, "specs": [...]},
+#       then a nonce naming this run.
 # Returns {'ahead', ids} when jobs taken earlier must be read first, {'held', ms} when an
 # earlier run of the job holds a lane for ms more, else
 # {'ok'|'parked', {lane, token, ...} claimed, {lane, ...} parked}.
 ENTER = (
     _COMMON
     + """
-local me, lease, parkable = ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
+local me, lease, parkable, run = ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1', ARGV[10]
 local plan = cjson.decode(ARGV[9])
 local known = plan.known
 -- The lanes of a job taken earlier, for handlers keyed by data.object.id (plan.specs:
@@ -186,10 +189,11 @@ for _, lane in ipairs(plan.done) do
   if head == me then advance(lane) end
 end
 -- An earlier run of this job still holds one of its lanes (its worker was declared lost a
--- moment before the lease ran out): wait for the lease rather than run beside it.
+-- moment before the lease ran out): wait for the lease rather than run beside it. The same
+-- run asking again (its reply was lost on the way) takes its lanes again.
 for _, lane in ipairs(plan.lanes) do
-  local held = redis.call('HMGET', P .. lane, 'holder', 'until')
-  if held[1] == me and tonumber(held[2]) >= now then
+  local held = redis.call('HMGET', P .. lane, 'holder', 'until', 'run')
+  if held[1] == me and tonumber(held[2]) >= now and held[3] ~= run then
     return {'held', tonumber(held[2]) - now}
   end
 end
@@ -198,9 +202,9 @@ for _, lane in ipairs(plan.lanes) do
   local h = P .. lane
   local head = redis.call('ZRANGE', h .. ':q', 0, 0)[1]
   local held = redis.call('HMGET', h, 'holder', 'until')
-  if head == me and (not held[1] or tonumber(held[2]) < now) then
+  if head == me and (not held[1] or held[1] == me or tonumber(held[2]) < now) then
     local token = redis.call('HINCRBY', h, 'token', 1)
-    redis.call('HSET', h, 'holder', me, 'until', now + lease)
+    redis.call('HSET', h, 'holder', me, 'until', now + lease, 'run', run)
     redis.call('SREM', h .. ':parked', me)
     claimed[#claimed + 1] = lane
     claimed[#claimed + 1] = token
@@ -245,7 +249,7 @@ end
 for _, entry in ipairs(plan.failed) do
   local lane = entry[1]
   if holds(lane, entry[2]) then
-    redis.call('HDEL', P .. lane, 'holder', 'until')
+    redis.call('HDEL', P .. lane, 'holder', 'until', 'run')
     if plan.final and mode == 'skip' then
       redis.call('ZREM', P .. lane .. ':q', me)
       advance(lane)
@@ -386,6 +390,8 @@ class Lanes:
         self.lease_ms = lease_seconds * 1000
         self.on_failure = on_failure
         self.prefixes = _prefixes()
+        # The per-job scripts take the web tier's fast path (one connection per thread).
+        self._scripts = ScriptRunner(connection)
         self._enter = connection.register_script(ENTER)
         self._leave = connection.register_script(LEAVE)
         self._renew = connection.register_script(RENEW)
@@ -403,19 +409,22 @@ class Lanes:
         """Join the job's lanes (and those of the jobs taken before it), take the lanes whose
         turn it is, park it in the others. None, without a Redis call, for a job without a
         lane handler; `done` are the handlers that already succeeded for it."""
-        envelope = job.args[0] if job.args else None
-        lanes = self.lanes_for(envelope)
+        try:
+            event = Event.from_dict(job.args[0])
+        except Exception:
+            return None  # the job fails on it anyway
+        handlers = self.handlers.handlers_for(event.type)
+        lanes = lanes_of(handlers, event)
         if not lanes:
             return None
         done = set(done)
-        handler_names = [
-            h.name for h in self.handlers.handlers_for(envelope["type"]) if h.name not in done
-        ]
+        handler_names = [h.name for h in handlers if h.name not in done]
         pending = {lane: h for lane, h in lanes.items() if h.name not in done}
         finished = [lane for lane, h in lanes.items() if h.name in done]
         in_lanes = {h.name for h in pending.values()}
         parkable = bool(pending) and all(name in in_lanes for name in handler_names)
         known: dict[str, list[str]] = {}
+        run = secrets.token_hex(8)
         specs = [
             [h.name, h.pattern, "fn" if callable(h.lane) else "id"]
             for h in self.handlers.lane_handlers()
@@ -424,10 +433,10 @@ class Lanes:
             plan = {"lanes": list(pending), "done": finished, "known": known, "specs": specs}
             args = [
                 *self.prefixes, job.id, self.lease_ms, 1 if parkable else 0,
-                json.dumps(plan, separators=(",", ":")),
+                json.dumps(plan, separators=(",", ":")), run,
             ]  # fmt: skip
             keys = [ALL_KEY, BLOCKED_KEY, queue.intermediate_queue_key, job.key]
-            answer = self._enter(keys=keys, args=args)
+            answer = self._scripts.run(self._enter, keys, args)
             outcome = answer[0].decode()
             if outcome == "held":
                 time.sleep(min(int(answer[1]) / 1000, 0.05))
@@ -476,7 +485,7 @@ class Lanes:
             "finished": status == JobStatus.FINISHED,
         }  # fmt: skip
         args = [*self.prefixes, job.id, self.on_failure, json.dumps(plan, separators=(",", ":"))]
-        lost, requeued = self._leave(keys=[ALL_KEY, BLOCKED_KEY], args=args)
+        lost, requeued = self._scripts.run(self._leave, [ALL_KEY, BLOCKED_KEY], args)
         lost = [lane.decode() for lane in lost]
         for lane in lost:
             log.error("job %s: lane %s was taken from this run (lease expired)", job.id, lane)
