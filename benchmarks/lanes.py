@@ -9,8 +9,9 @@ one `worker --processes N`, in alternating order. Events are queued through the 
 own intake, shuffled, once the workers are up; throughput is taken from the jobs' own start
 and end stamps (`drain.jobs_per_second`). Two spreads of the same number of events: over
 200 distinct orders (lanes rarely meet: the cost of joining and releasing a lane), and
-over a few hot orders (`--hot`, 10 by default: events of one order queue up behind each
-other, and the drain is bounded by how fast one lane hands over to its next event). A
+over a few hot orders (`--hot`, 10 by default, several counts for several rows: events of
+one order queue up behind each other, and the drain is bounded by how fast one lane hands
+over to its next event). A
 private redis-server is started for the run, as in `run.py`; nothing here is part of
 `make test`.
 """
@@ -90,7 +91,9 @@ def main(argv=None) -> int:
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--events", type=int, default=1500, help="events per drain")
     parser.add_argument("--orders", type=int, default=200, help="distinct orders (spread)")
-    parser.add_argument("--hot", type=int, default=10, help="distinct orders (hot)")
+    parser.add_argument(
+        "--hot", type=int, nargs="+", default=[10], help="distinct orders (hot), one row each"
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median kept)")
     args = parser.parse_args(argv)
 
@@ -111,7 +114,7 @@ def main(argv=None) -> int:
             flush=True,
         )
         rows = []
-        for label, orders in (("spread", args.orders), ("hot", args.hot)):
+        for label, orders in [("spread", args.orders), *(("hot", n) for n in args.hot)]:
             results: dict[str, list] = {"no lane": [], "lane": []}
             for run in range(args.runs):
                 pairs = [("no lane", "noop_handlers"), ("lane", "noop_lane_handlers")]
@@ -129,6 +132,7 @@ def main(argv=None) -> int:
                 medians = [statistics.median(r[i] for r in results[name]) for i in range(3)]
                 rows.append((f"{label}: {orders} orders, {name}", *medians))
                 print(f"  {rows[-1][0]:<34} {medians[0]:8.1f} events/s", flush=True)
+            label = f"{label} ({orders})"
             rows.append((f"{label}: lane ÷ no lane (median of runs)", statistics.median(ratios)))
             cpu = [
                 (plain[1] + plain[2]) / (lane[1] + lane[2])
