@@ -342,8 +342,13 @@ class Ticket:
 
 def lane_key(handler: Handler, event: Event) -> str | None:
     """The key of `handler`'s lane for `event`: `data.object.id`, or what the handler's
-    `lane=` function answers. None (no lane: the handler runs at once) when empty."""
-    key = handler.lane(event) if callable(handler.lane) else event.object.get("id")
+    `lane=` function answers. None (no lane: the handler runs at once) when empty, or when
+    the function raises (logged: a worker must not die of it)."""
+    try:
+        key = handler.lane(event) if callable(handler.lane) else event.object.get("id")
+    except Exception:
+        log.exception("%s %s: the lane key of %s failed", event.type, event.id, handler.name)
+        return None
     return str(key) if key not in (None, "") else None
 
 
