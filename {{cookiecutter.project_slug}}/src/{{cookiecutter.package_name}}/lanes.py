@@ -414,6 +414,12 @@ class Lanes:
         """Join the job's lanes (and those of the jobs taken before it), take the lanes whose
         turn it is, park it in the others. None, without a Redis call, for a job without a
         lane handler; `done` are the handlers that already succeeded for it."""
+        specs = [
+            [h.name, h.pattern, "fn" if callable(h.lane) else "id"]
+            for h in self.handlers.lane_handlers()
+        ]
+        if not specs:
+            return None  # no lane anywhere: not even the event is parsed again
         try:
             event = Event.from_dict(job.args[0])
         except Exception:
@@ -430,10 +436,6 @@ class Lanes:
         parkable = bool(pending) and all(name in in_lanes for name in handler_names)
         known: dict[str, list[str]] = {}
         run = secrets.token_hex(8)
-        specs = [
-            [h.name, h.pattern, "fn" if callable(h.lane) else "id"]
-            for h in self.handlers.lane_handlers()
-        ]
         while True:
             plan = {"lanes": list(pending), "done": finished, "known": known, "specs": specs}
             args = [
