@@ -21,6 +21,10 @@ def apply(event):
     """The lane handler (never called here: these tests drive the lanes, not the jobs)."""
 
 
+def tally(event):
+    """A handler without a lane."""
+
+
 @pytest.fixture(params=["order", "function"])
 def lane_handler(request):
     """`apply` in a lane per order: by name (Redis works out the lanes of a job taken
@@ -71,6 +75,28 @@ def test_a_job_without_a_lane_handler_costs_the_lanes_no_redis_call(settings, re
     lane_set = lanes.Lanes(redis_conn, lease_seconds=20)
     redis_conn.connection_pool.connection_kwargs["port"] = 1  # any call would now fail
     assert lane_set.enter(job, queue, done=()) is None
+
+
+def test_an_event_woken_while_it_ends_its_run_is_queued_once(settings, redis_conn):
+    """B ran its lane-free handler while A held the lane. A's release sees B 'finished' by
+    RQ and queues it; B's own end, just after, must not queue it a second time (it would
+    then run twice at once)."""
+    registry.on("order.*", lane="order")(apply)
+    registry.on("order.*")(tally)
+    events = (
+        make_event("order.created", {"id": "ord_1"}),
+        make_event("order.cancelled", {"id": "ord_1"}),
+    )
+    (job_a, job_b), queue = take(settings, redis_conn, *events)
+    lane_set = lanes.Lanes(redis_conn, lease_seconds=20)
+    ticket_a = lane_set.enter(job_a, queue, done=())
+    ticket_b = lane_set.enter(job_b, queue, done=())
+    assert list(ticket_b.parked) == [LANE] and not ticket_b.whole_job_parked
+    job_b.set_status("finished")  # `tally` ran; RQ recorded the run
+    job_a.set_status("finished")
+    lane_set.leave(job_a, ticket_a, done=[f"{__name__}.apply", f"{__name__}.tally"])
+    assert lane_set.leave(job_b, ticket_b, done=[f"{__name__}.tally"])
+    assert redis_conn.lrange(queue.key, 0, -1) == [job_b.id.encode()]
 
 
 def test_a_lost_lease_never_lets_two_events_run_at_once(lane_handler, settings, redis_conn):

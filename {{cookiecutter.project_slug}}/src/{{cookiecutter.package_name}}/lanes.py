@@ -272,8 +272,9 @@ for _, lane in ipairs(plan.parked) do
     waiting = true
   end
 end
+-- Unless the run that woke it has put it back already, seeing RQ's 'finished' first.
 if plan.finished and again then
-  requeue(me)
+  if redis.call('HGET', JOB .. me, 'status') ~= 'queued' then requeue(me) end
   return {lost, 1}
 end
 if plan.finished and waiting then
@@ -334,6 +335,9 @@ class Ticket:
     claimed: dict[str, tuple[str, int]] = field(default_factory=dict)  # lane -> handler, token
     parked: dict[str, str] = field(default_factory=dict)  # lane -> handler
     whole_job_parked: bool = False
+    # An earlier run of the job holds a lane for this many ms more: ask again after reading
+    # the job's memory afresh (that run may finish the handler).
+    held_ms: int = 0
 
     @property
     def parked_handlers(self) -> frozenset[str]:
@@ -446,8 +450,7 @@ class Lanes:
             answer = self._scripts.run(self._enter, keys, args)
             outcome = answer[0].decode()
             if outcome == "held":
-                time.sleep(min(int(answer[1]) / 1000, 0.05))
-                continue
+                return Ticket(held_ms=int(answer[1]))
             if outcome != "ahead":
                 break
             known.update(self._read_lanes([id_.decode() for id_ in answer[1]]))

@@ -246,7 +246,11 @@ class Worker(SimpleWorker):
         """Join the job's lanes before it leaves the intermediate list (`lanes.py`)."""
         while True:
             try:
-                return self.lanes.enter(job, queue, job.meta.get(DONE_META_KEY, ()))
+                ticket = self.lanes.enter(job, queue, job.meta.get(DONE_META_KEY, ()))
+                if ticket is None or not ticket.held_ms:
+                    return ticket
+                time.sleep(min(ticket.held_ms / 1000, 0.05))
+                job.get_meta(refresh=True)  # the other run may have finished a handler
             except REDIS_DOWN as exc:
                 log.warning("job %s: cannot join its lanes yet (%s); retrying", job.id, exc)
                 time.sleep(1)
