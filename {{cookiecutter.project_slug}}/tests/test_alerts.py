@@ -145,6 +145,12 @@ CASES = [
         both("tw_reconcile_watermark_age_seconds{}", "60x30"),
         [("TWReconcileStalled", 25, [])],
     ),
+    # Lanes: the oldest blocked lane's age grows a minute per minute, then it is unblocked.
+    Case(
+        "a lane blocked for 15 minutes, then retried",
+        both("tw_lanes_oldest_blocked_age_seconds", "0+60x15 0x5"),
+        [("TWLaneBlocked", 8, []), ("TWLaneBlocked", 12, [{}]), ("TWLaneBlocked", 18, [])],
+    ),
 ]  # fmt: skip
 
 

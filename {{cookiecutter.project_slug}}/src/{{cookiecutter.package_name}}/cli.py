@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import redis
 
-from . import capture, devstate, inspect_events, logs, replay, signature
+from . import capture, devstate, inspect_events, lanes, logs, replay, signature
 from .config import ConfigError, Settings, load_environment, settings_from_env
 from .connection import connect, describe
 from .events import QUEUES, check_type_pattern
@@ -436,6 +436,59 @@ def _add_filter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=_moment, metavar="WHEN", help="received before WHEN")
 
 
+# --- lanes (`lanes.py`) ---
+
+
+def cmd_lanes_list(args: argparse.Namespace, settings: Settings) -> int:
+    connection = connect(_located(settings))
+    infos = lanes.list_lanes(connection, blocked_only=args.blocked, limit=args.limit)
+    if not infos:
+        print("no blocked lanes" if args.blocked else "no lane has events waiting")
+        return 0
+    now = datetime.now(UTC)
+    rows = [("lane", "waiting", "head", "state")]
+    for info in infos:
+        if info.blocked_since is not None:
+            since = datetime.fromtimestamp(info.blocked_since, UTC)
+            state = f"blocked {_ago(since, now)}"
+        else:
+            state = "running" if info.holder else "waiting"
+        rows.append((info.lane, str(info.waiting), info.head, state))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    print("\n".join("  ".join(map(str.ljust, row, widths)).rstrip() for row in rows))
+    return 0
+
+
+def cmd_lanes_skip(args: argparse.Namespace, settings: Settings) -> int:
+    connection = connect(_located(settings))
+    skipped = lanes.skip_head(connection, args.lane, force=args.force)
+    if skipped is None:
+        print(f"error: {args.lane}: its first event is running (--force)", file=sys.stderr)
+        return 1
+    if not skipped:
+        print(f"error: lane {args.lane} has no event waiting", file=sys.stderr)
+        return 1
+    print(f"skipped {skipped} in {args.lane}; the next event runs")
+    return 0
+
+
+def _add_lanes_commands(commands) -> None:
+    lns = commands.add_parser("lanes", help="per-order lanes: list them, skip a blocked head")
+    lns_commands = lns.add_subparsers(dest="lanes_command", required=True, metavar="ACTION")
+    llist = lns_commands.add_parser("list", help="lanes with events waiting, blocked first")
+    llist.add_argument("--blocked", action="store_true", help="only the blocked lanes")
+    llist.add_argument(
+        "--limit", type=_count, default=50, metavar="N", help="at most N (default 50)"
+    )
+    llist.set_defaults(func=cmd_lanes_list)
+    lskip = lns_commands.add_parser(
+        "skip", help="drop a lane's first event (its handler is not run) and go on"
+    )
+    lskip.add_argument("lane", help="the lane, as `lanes list` prints it")
+    lskip.add_argument("--force", action="store_true", help="even while the head is running")
+    lskip.set_defaults(func=cmd_lanes_skip)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="{{ cookiecutter.project_slug }}",
@@ -599,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     con.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     con.add_argument("--read-only", action="store_true", help="show, but never change anything")
     con.set_defaults(func=cmd_console)
+    _add_lanes_commands(commands)
     return parser
 
 

@@ -65,6 +65,8 @@ class Settings:
     reconcile_settle_seconds: int = 30  # orders changed more recently wait for the next pass
     reconcile_updated_since: bool = True  # the orders list takes `updatedSince`
     ledger_retention_seconds: int = 30 * 24 * 3600  # an order's entry, after its last event
+    # Lanes (`lanes.py`): what a lane does when its first event fails every retry.
+    lane_on_failure: str = "block"
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -152,6 +154,13 @@ def _api_base_url(env: Mapping[str, str]) -> str:
     return url
 
 
+def _lane_on_failure(env: Mapping[str, str]) -> str:
+    value = env.get("TW_LANE_ON_FAILURE", "").strip().lower() or "block"
+    if value not in ("block", "skip"):
+        raise ConfigError(f"TW_LANE_ON_FAILURE must be 'block' or 'skip', got {value!r}")
+    return value
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     """Build `Settings` from `env` (default: `.env` merged under `os.environ`)."""
     if env is None:
@@ -199,6 +208,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         api_scopes=tuple(env.get("TW_API_SCOPES", "").replace(",", " ").split()),
         api_timeout_seconds=_int(env, "TW_API_TIMEOUT_SECONDS", 10, minimum=1),
         **_reconcile_settings(env),
+        lane_on_failure=_lane_on_failure(env),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from rq import get_current_job
 
-from . import history, ledger, metrics
+from . import history, lanes, ledger, metrics
 from .api import handler_run
 from .config import Settings, settings_from_env
 from .events import Event
@@ -111,8 +111,10 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
     if job is not None:
         # Saved with the next handler that succeeds, or below with this run's failures.
         job.meta.pop(FAILED_META_KEY, None)
+    # Lane handlers whose turn has not come wait for a later run (`lanes.py`).
+    waiting = lanes.PARKED.get()
     for handler in handlers:
-        if handler.name in done:
+        if handler.name in done or handler.name in waiting:
             continue
         started = time.perf_counter()
         try:

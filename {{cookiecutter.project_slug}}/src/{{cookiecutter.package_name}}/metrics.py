@@ -46,6 +46,7 @@ from .events import QUEUES
 from .intake import open_queues
 from .ledger import RANK as ORDER_STATUSES
 from .reconcile import TOTALS_KEY, WATERMARK_KEY
+from .lanes import blocked_stats
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +275,31 @@ class ReconcileCollector(Collector):
             yield age
 
 
+# --- lanes (`lanes.py`) ---
+
+
+class LaneCollector(Collector):
+    """Blocked lanes (their first event failed every retry) and how long the oldest has
+    been blocked, read from Redis when scraped (one pipelined round trip)."""
+
+    def __init__(self, connection: redis.Redis):
+        self.connection = connection
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            count, age = blocked_stats(self.connection)
+        except redis.RedisError:
+            return  # `tw_redis_up` says so
+        blocked = GaugeMetricFamily("tw_lanes_blocked", "Lanes blocked by a failed event.")
+        blocked.add_metric([], count)
+        oldest = GaugeMetricFamily(
+            "tw_lanes_oldest_blocked_age_seconds",
+            "How long the longest-blocked lane has been blocked (0 when none is).",
+        )
+        oldest.add_metric([], age)
+        yield from (blocked, oldest)
+
+
 def receiver_registry(queues: dict[str, Queue], lost_after: int) -> CollectorRegistry:
     """What a scrape of the receiver returns: the counts of every web process (or of this
     one, without `PROMETHEUS_MULTIPROC_DIR`) and the queue gauges read from Redis."""
@@ -286,6 +312,7 @@ def receiver_registry(queues: dict[str, Queue], lost_after: int) -> CollectorReg
         registry.register(REGISTRY)
     registry.register(QueueCollector(queues, lost_after))
     registry.register(ReconcileCollector(next(iter(queues.values())).connection))
+    registry.register(LaneCollector(next(iter(queues.values())).connection))
     return registry
 
 

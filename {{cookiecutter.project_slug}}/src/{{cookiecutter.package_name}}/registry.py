@@ -28,6 +28,9 @@ HandlerFunc = Callable[[Event], Any]
 class Handler:
     pattern: str
     func: HandlerFunc
+    # None, or the handler's lane (`lanes.py`): a name (keyed by `data.object.id`) or a
+    # function of the event giving the key.
+    lane: str | Callable[[Event], Any] | None = None
 
     @property
     def name(self) -> str:
@@ -52,16 +55,21 @@ class Registry:
         self._loaded: set[str] = set()
         self._load_ran = False
 
-    def on(self, *patterns: str) -> Callable[[HandlerFunc], HandlerFunc]:
-        """Register the decorated function for each of `patterns`."""
+    def on(
+        self, *patterns: str, lane: str | Callable[[Event], Any] | None = None
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Register the decorated function for each of `patterns`. With `lane`, it runs one
+        event at a time per order (or per `lane(event)`), in arrival order (`lanes.py`)."""
         if not patterns:
             raise ValueError("@on needs at least one event type, e.g. @on('order.created')")
         for pattern in patterns:
             check_type_pattern(pattern)
+        if lane is not None and not callable(lane) and not (isinstance(lane, str) and lane):
+            raise ValueError("lane= takes a name, e.g. lane='order', or a function of the event")
 
         def decorator(func: HandlerFunc) -> HandlerFunc:
             for pattern in patterns:
-                handler = Handler(pattern, func)
+                handler = Handler(pattern, func, lane)
                 if handler not in self._handlers:
                     self._handlers.append(handler)
             return func
@@ -75,6 +83,10 @@ class Registry:
             if handler.matches(event_type):
                 found.setdefault(handler.name, handler)
         return list(found.values())
+
+    def lane_handlers(self) -> list[Handler]:
+        """The registrations with a lane (`lanes.py`), in registration order."""
+        return [handler for handler in self._handlers if handler.lane is not None]
 
     @property
     def loaded(self) -> bool:

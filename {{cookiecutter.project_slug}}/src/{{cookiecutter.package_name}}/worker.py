@@ -48,7 +48,13 @@ from .config import ConfigError, Settings
 from .connection import connect
 from .events import QUEUES
 from .intake import JOB_FUNCTION, open_queues
-from .jobs import LAST_ERROR_META_KEY, HandlerFailed
+from .jobs import (
+    DONE_META_KEY,
+    LAST_ERROR_META_KEY,
+    REMEMBER_PATIENCE_SECONDS,
+    HandlerFailed,
+)
+from .lanes import PARKED, Lanes, Ticket
 from .registry import registry
 
 log = logging.getLogger(__name__)
@@ -134,7 +140,7 @@ class Worker(SimpleWorker):
     (35 s by default), when another worker is running.
     """
 
-    def __init__(self, *args, lost_after: int = 20, **kwargs):
+    def __init__(self, *args, lost_after: int = 20, lane_on_failure: str = "block", **kwargs):
         self.lost_after = max(2, lost_after)
         kwargs.setdefault("maintenance_interval", max(1, self.lost_after // 2))
         # RQ blocks on the queues for worker_ttl - 15 s at a time; maintenance waits for it.
@@ -142,11 +148,13 @@ class Worker(SimpleWorker):
         super().__init__(*args, **kwargs)
         # The running (job, execution), read by one long-lived heartbeat thread: starting a
         # thread per job would cost more than a no-op job itself.
-        self._running: tuple[Job, object] | None = None
+        self._running: tuple[Job, object, Ticket | None] | None = None
         # Per queue: job id -> when this worker first saw it stranded (see requeue_stranded).
         self._stranded: dict[str, dict[str, float]] = {}
         self._running_lock = threading.Lock()
         self._heart: threading.Thread | None = None
+        # Lanes (`lanes.py`): a job without a lane handler costs them no Redis call.
+        self.lanes = Lanes(self.connection, self.lost_after, lane_on_failure)
 
     queue_class = MovingQueue
 
@@ -216,6 +224,9 @@ class Worker(SimpleWorker):
             job.retries_left = None
             self.handle_job_failure(job, queue, exc_string=f"refused: not {JOB_FUNCTION}")
             return
+        ticket = self._enter_lanes(job, queue)
+        if ticket is not None and ticket.whole_job_parked:
+            return  # nothing to run before its turn in a lane; the lane will requeue it
         # The job has left its queue; until it is recorded as started, this process is the
         # only place it exists, so wait for Redis rather than drop it.
         while True:
@@ -225,9 +236,14 @@ class Worker(SimpleWorker):
             except REDIS_DOWN as exc:
                 log.warning("job %s: cannot record its start yet (%s); retrying", job.id, exc)
                 time.sleep(1)
-        self._set_running((job, execution))
+        self._set_running((job, execution, ticket))
+        parked = PARKED.set(ticket.parked_handlers if ticket is not None else frozenset())
         try:
             self.perform_job(job, queue, execution)
+            if ticket is not None:
+                # No renewal of the lanes from here on: once released, they are not ours.
+                self._set_running((job, execution, None))
+                self._leave_lanes(job, ticket)
             self.set_state(WorkerStatus.IDLE)
         except REDIS_DOWN as exc:
             log.error(
@@ -237,9 +253,36 @@ class Worker(SimpleWorker):
             )  # fmt: skip
             self.executions.pop(execution.id, None)
         finally:
+            PARKED.reset(parked)
             self._set_running(None)
 
-    def _set_running(self, running: tuple[Job, object] | None) -> None:
+    def _enter_lanes(self, job: Job, queue: Queue) -> Ticket | None:
+        """Join the job's lanes before it leaves the intermediate list (`lanes.py`)."""
+        while True:
+            try:
+                ticket = self.lanes.enter(job, queue, job.meta.get(DONE_META_KEY, ()))
+                if ticket is None or not ticket.held_ms:
+                    return ticket
+                time.sleep(min(ticket.held_ms / 1000, 0.05))
+                job.get_meta(refresh=True)  # the other run may have finished a handler
+            except REDIS_DOWN as exc:
+                log.warning("job %s: cannot join its lanes yet (%s); retrying", job.id, exc)
+                time.sleep(1)
+
+    def _leave_lanes(self, job: Job, ticket: Ticket) -> None:
+        """Release or keep the job's lanes after its run; a short Redis outage is waited
+        out (giving up leaves the lease to expire and the job to run again)."""
+        deadline = time.monotonic() + REMEMBER_PATIENCE_SECONDS
+        while True:
+            try:
+                self.lanes.leave(job, ticket, job.meta.get(DONE_META_KEY, ()))
+                return
+            except REDIS_DOWN:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+
+    def _set_running(self, running: tuple[Job, object, Ticket | None] | None) -> None:
         """Hand the heartbeat thread its job; once this returns with None, no heartbeat
         for the previous job is in flight (the thread beats while holding the lock)."""
         with self._running_lock:
@@ -254,11 +297,18 @@ class Worker(SimpleWorker):
             with self._running_lock:
                 if self._running is None:
                     continue
-                job, execution = self._running
+                job, execution, ticket = self._running
                 try:
                     self.maintain_heartbeats(job, execution)
+                    lost = self.lanes.renew(job, ticket) if ticket is not None else []
                 except redis.RedisError as exc:
                     log.warning("job %s: heartbeat failed: %s", job.id, exc)
+                    continue
+                if lost:
+                    # Declared lost (this process was frozen past the lease) and the lane
+                    # handed on: running on beside its new holder would break the lane.
+                    log.critical("job %s lost lane(s) %s; stopping this worker", job.id, lost)
+                    os._exit(70)
 
     def clean_registries(self) -> None:
         for queue in self.queues:
@@ -390,6 +440,7 @@ def build_worker(
         connection=connection,
         serializer=JSONSerializer,
         lost_after=settings.worker_lost_after_seconds,
+        lane_on_failure=settings.lane_on_failure,
     )
 
 

@@ -25,7 +25,7 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
-from .. import capture, inspect_events
+from .. import capture, inspect_events, lanes
 from ..config import Settings
 from . import charts, queries
 from .security import (
@@ -284,6 +284,7 @@ def create_app(
             delivery_fields=DELIVERY_FIELDS,
             handler_fields=HANDLER_FIELDS,
             now=time.time(),
+            blocked_lanes=lanes.list_lanes(connection, blocked_only=True, limit=20),
         )
 
     def events_page(template: str, status: str = "", **extra) -> tuple[str, int]:
