@@ -44,9 +44,9 @@ from .config import Settings
 from .connection import connect
 from .events import QUEUES
 from .intake import open_queues
+from .lanes import blocked_stats
 from .ledger import RANK as ORDER_STATUSES
 from .reconcile import TOTALS_KEY, WATERMARK_KEY
-from .lanes import blocked_stats
 
 log = logging.getLogger(__name__)
 
