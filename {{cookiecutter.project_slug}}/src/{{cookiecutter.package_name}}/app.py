@@ -42,6 +42,7 @@ HTTP_ERROR_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
 }
 
@@ -176,6 +177,8 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         state, delivery = g._get_current_object(), request._get_current_object()
         try:
             body = read_body(delivery, settings.max_body_bytes)
+        except TimeoutError:  # the web worker's deadline on a body that was still coming
+            raise ApiError(408, "request_timeout", "The body did not arrive in time.") from None
         except BODY_FRAMING_ERRORS:
             raise ApiError(
                 400, "malformed_body", "The body ended early or its chunked framing is broken."

@@ -1,0 +1,227 @@
+"""The web tier's gunicorn worker: gthread, but a connection gets a thread only once its
+request has arrived.
+
+gunicorn's gthread worker hands a connection to a thread as soon as it is readable, and the
+thread then blocks until the rest of the request comes. A client that sends the start of a
+request and then nothing (headers that never end, a `Content-Length` body never sent) holds
+that thread for as long as it keeps the connection open, and `workers x threads` such
+connections stop the receiver ("slowloris"). Here the worker's main loop, which already
+watches every idle kept-alive connection, also reads each request as it trickles in, and
+submits the connection to the thread pool once the whole request is in memory. A request
+that has not arrived within gunicorn's `timeout` is answered 408 and closed; one whose
+headers pass `MAX_HEAD_BYTES` before they end, 431.
+
+Handed over early, with a deadline on each read the thread makes (`DeadlineReads`): a body
+the receiver refuses anyway (over `TW_MAX_BODY_BYTES`), and a request that waits for
+`100 Continue` before sending its body. TLS connections (gunicorn's `certfile`) are served
+as gthread does: terminate TLS at a proxy instead.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import selectors
+import socket
+import time
+from functools import partial
+
+from gunicorn.workers.gthread import ThreadWorker
+
+from .config import settings_from_env
+
+# Headers longer than this, before their blank line, are refused: a request's head is read
+# into memory, for each of up to `worker_connections` connections.
+MAX_HEAD_BYTES = 64 * 1024
+RECV_BYTES = 64 * 1024
+
+
+def request_arrived(data: bytes, body_limit: int) -> bool:
+    """Whether the thread can take the request that starts `data` without waiting for the
+    sender: it is all there, or its body will be refused unread (announced over
+    `body_limit`, or past it as it came), or the sender waits for `100 Continue`. Framing
+    this cannot follow (a bad chunk size, a doubtful `Content-Length`) is handed over too:
+    gunicorn's parser and the receiver answer it at once."""
+    head_end = data.find(b"\r\n\r\n")
+    if head_end < 0:
+        return False
+    head = data[:head_end].lower()
+    body_start = head_end + 4
+    if b"\r\nexpect:" in head:
+        return True
+    if b"\r\ntransfer-encoding:" in head:
+        return chunked_body_arrived(data, body_start, body_limit)
+    length = header_value(head, b"content-length")
+    if length is None:
+        return True
+    if not length.isdigit() or int(length) > body_limit:
+        return True
+    return len(data) - body_start >= int(length)
+
+
+def header_value(head: bytes, name: bytes) -> bytes | None:
+    """The value of the first `name:` field of a lowercased head, stripped."""
+    start = head.find(b"\r\n" + name + b":")
+    if start < 0:
+        return None
+    start += len(name) + 3
+    end = head.find(b"\r\n", start)
+    return head[start : end if end >= 0 else len(head)].strip()
+
+
+def chunked_body_arrived(data: bytes, position: int, body_limit: int) -> bool:
+    """Whether a chunked body starting at `position` has its last chunk and trailers, or
+    has come past `body_limit` or broken framing (both answered without waiting)."""
+    received = 0
+    while True:
+        line_end = data.find(b"\r\n", position)
+        if line_end < 0:
+            return len(data) - position > 1024  # a size line this long is broken
+        size_field = data[position:line_end].split(b";", 1)[0].strip()
+        try:
+            size = int(size_field, 16)
+        except ValueError:
+            return True
+        position = line_end + 2
+        if size == 0:  # the last chunk: the trailers end with a blank line
+            return data.startswith(b"\r\n", position) or data.find(b"\r\n\r\n", position) >= 0
+        received += size
+        if received > body_limit:
+            return True
+        position += size + 2
+        if position > len(data):
+            return False
+
+
+class DeadlineReads:
+    """A socket whose `recv` gives up (`TimeoutError`) at `deadline`, for a request handed
+    to a thread before all of it arrived. Everything else is the socket's own."""
+
+    def __init__(self, sock: socket.socket, deadline: float):
+        self.sock, self.deadline = sock, deadline
+
+    def recv(self, size: int) -> bytes:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self.sock.settimeout(remaining)
+        try:
+            return self.sock.recv(size)
+        finally:
+            self.sock.settimeout(None)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+
+def error_answer(status: str, code: str, message: str) -> bytes:
+    """A whole HTTP answer in the API's error shape, closing the connection."""
+    request_id = "req_" + os.urandom(8).hex()
+    error = {"code": code, "message": message, "requestId": request_id}
+    body = json.dumps({"error": error}, separators=(",", ":")).encode()
+    head = (
+        f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nX-Request-Id: {request_id}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+class BufferingWorker(ThreadWorker):
+    """gthread, with each request read by the main loop before a thread serves it."""
+
+    def init_process(self):
+        self.body_limit = settings_from_env().max_body_bytes
+        self.reading = collections.OrderedDict()  # connection -> deadline, oldest first
+        super().init_process()
+
+    def enqueue_req(self, conn):
+        """Called by gthread for a new connection, a kept-alive one that became readable,
+        and one with the next request already read: read what has come, then submit the
+        connection or wait for more."""
+        if self.cfg.is_ssl:
+            super().enqueue_req(conn)
+            return
+        held = b""
+        if conn.parser is not None:  # a kept-alive connection: what gunicorn read ahead
+            held = conn.parser.unreader.buf.getvalue()
+            conn.parser.unreader.buf.seek(0)
+            conn.parser.unreader.buf.truncate()
+        conn.arrived = held
+        conn.sock.setblocking(False)
+        self.reading[conn] = time.monotonic() + self.cfg.timeout
+        self.on_readable(conn, registered=False)
+
+    def on_readable(self, conn, _fileobj=None, registered=True):
+        """Read what the socket holds; submit the request once it is all there."""
+        ended = self.read_some(conn)
+        if not (ended or request_arrived(conn.arrived, self.body_limit)):
+            if len(conn.arrived) > MAX_HEAD_BYTES and b"\r\n\r\n" not in conn.arrived:
+                message = f"The request's headers are over {MAX_HEAD_BYTES} bytes."
+                self.refuse(
+                    conn, "431 Request Header Fields Too Large", "headers_too_large", message
+                )
+            elif not registered:
+                on_readable = partial(self.on_readable, conn)
+                self.poller.register(conn.sock, selectors.EVENT_READ, on_readable)
+            return
+        del self.reading[conn]
+        if registered:
+            self.poller.unregister(conn.sock)
+        if ended and not conn.arrived:  # closed between requests
+            self.nr_conns -= 1
+            conn.close()
+            return
+        super().enqueue_req(conn)
+
+    @staticmethod
+    def read_some(conn) -> bool:
+        """Add what the socket holds to `conn.arrived`; whether the sender closed its side."""
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        conn.arrived += data
+        return not data
+
+    def handle(self, conn):
+        """In the thread: give the parser what the main loop read, then serve as gthread."""
+        arrived = getattr(conn, "arrived", b"")
+        if arrived:
+            conn.arrived = b""
+            conn.init()
+            conn.parser.unreader.unread(arrived)
+            # A request all there never reads the socket; the rest of one handed over
+            # early must come by the deadline.
+            deadline = time.monotonic() + self.cfg.timeout
+            conn.parser.unreader.sock = DeadlineReads(conn.sock, deadline)
+        return super().handle(conn)
+
+    def refuse(self, conn, status: str, code: str, message: str) -> None:
+        """Answer a request that will not be read and close its connection."""
+        self.reading.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(conn.sock)
+        try:
+            conn.sock.send(error_answer(status, code, message))
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.log.info("%s %s from %s", status.split()[0], code, conn.client)
+        self.nr_conns -= 1
+        conn.close()
+
+    def murder_keepalived(self, *args, **kwargs):
+        """gthread's own pass over idle connections (each turn of the main loop), and ours
+        over the requests still arriving."""
+        super().murder_keepalived(*args, **kwargs)
+        now = time.monotonic()
+        while self.reading:
+            conn, deadline = next(iter(self.reading.items()))
+            if deadline > now and not kwargs.get("force"):
+                break
+            message = f"The request did not arrive whole within {self.cfg.timeout} s."
+            self.refuse(conn, "408 Request Timeout", "request_timeout", message)

@@ -1,0 +1,38 @@
+"""When the web worker hands a request to a thread: once it has all arrived, or when
+waiting longer would not help (a body the receiver refuses unread, a sender waiting for
+`100 Continue`, framing gunicorn's parser refuses at once). The slow clients themselves,
+against real gunicorn, are in test_slow_clients.py."""
+
+import pytest
+
+from {{ cookiecutter.package_name }}.http_worker import request_arrived
+
+LIMIT = 1000
+HEAD = b"POST /hook HTTP/1.1\r\nHost: x\r\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "arrived"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n", False),  # headers not ended
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", True),
+        (HEAD + b"Content-Length: 5\r\n\r\nabcd", False),
+        (HEAD + b"Content-Length: 5\r\n\r\nabcde", True),
+        (HEAD + b"CONTENT-LENGTH:\t5 \r\n\r\nabcde", True),
+        (HEAD + b"Content-Length: 1001\r\n\r\n", True),  # over the limit: refused unread
+        (HEAD + b"Content-Length: 5x\r\n\r\n", True),  # gunicorn refuses it at once
+        (HEAD + b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\n", True),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n", False),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", False),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n", False),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", True),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nA: b\r\n", False),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nA: b\r\n\r\n", True),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n100\r\nabc", False),
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\nzz\r\nabc", True),  # broken: a 400 now
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3e9\r\n", True),  # 1001 bytes announced
+        (HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 2000, True),  # no size line
+    ],
+)
+def test_request_arrived(data, arrived):
+    assert request_arrived(data, LIMIT) is arrived

@@ -1,0 +1,104 @@
+"""Slow clients against real gunicorn with the project's `gunicorn.conf.py` (slowloris).
+
+Many more connections than the receiver has threads send the start of a request and then
+nothing: headers that never end, a `Content-Length` body never sent, a chunked body with no
+last chunk. Meanwhile signed deliveries and `/healthz` are answered as usual, and after
+gunicorn's `timeout` each slow connection gets a 408 in the API's error shape and is
+closed, with nothing worse than INFO in the log.
+"""
+
+import http.client
+import json
+import socket
+import time
+
+import pytest
+from processes import gunicorn, project_env
+
+from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
+
+pytestmark = pytest.mark.e2e
+PATH = Settings().webhook_path
+WORKERS = 2  # with the shipped one thread each
+TIMEOUT = 5  # GUNICORN_TIMEOUT: how long a request may take to arrive
+# Generous: a delivery is answered in milliseconds; these stuck behind a slow client wait
+# for as long as it stays.
+ANSWERED_WITHIN = 3.0
+
+SLOW_STARTS = {
+    "body-never-sent": (
+        f"POST {PATH} HTTP/1.1\r\nHost: receiver\r\nContent-Type: application/json\r\n"
+        'Content-Length: 1000\r\n\r\n{"id": '
+    ),
+    "headers-never-end": f"POST {PATH} HTTP/1.1\r\nHost: receiver\r\nX-Slow: 1\r\n",
+    "no-last-chunk": (
+        f"POST {PATH} HTTP/1.1\r\nHost: receiver\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+    ),
+}
+
+
+def open_slow(host: str, port: int, start: str) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=30)
+    sock.sendall(start.encode())
+    return sock
+
+
+def timed(receiver: str, method: str, path: str, body=None, headers=None):
+    """(status, seconds) of one request on a fresh connection."""
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(receiver, timeout=30)
+    try:
+        connection.request(method, path, body, headers or {})
+        response = connection.getresponse()
+        response.read()
+        return response.status, time.monotonic() - started
+    finally:
+        connection.close()
+
+
+def answer_and_close(sock: socket.socket) -> tuple[bytes, float]:
+    """What the server sends until it closes the connection, and when it closed it."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    closed_at = time.monotonic()
+    sock.close()
+    return received, closed_at
+
+
+def test_slow_clients_hold_no_thread_and_are_closed_with_408(redis_server_url, tmp_path):
+    log = tmp_path / "web.log"
+    env = project_env(redis_server_url, GUNICORN_TIMEOUT=str(TIMEOUT))
+    with gunicorn(env, log, workers=WORKERS) as base:
+        host, port = base.removeprefix("http://").split(":")
+        receiver = f"{host}:{port}"
+        opened_at = time.monotonic()
+        # Each kind alone is more connections than there are threads.
+        slow = [
+            open_slow(host, int(port), start)
+            for start in SLOW_STARTS.values()
+            for _ in range(2 * WORKERS)
+        ]
+        time.sleep(0.5)  # accepted, and (before the fix) each holding a thread
+
+        for _ in range(5):
+            status, took = timed(receiver, "GET", "/healthz")
+            assert (status, took < ANSWERED_WITHIN) == (200, True), took
+            body = json.dumps(make_event()).encode()
+            status, took = timed(receiver, "POST", PATH, body, signed_headers(body))
+            assert (status, took < ANSWERED_WITHIN) == (202, True), took
+
+        for sock in slow:
+            answer, closed_at = answer_and_close(sock)
+            assert closed_at - opened_at < TIMEOUT + 3
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408 "), answer
+            error = json.loads(body)["error"]
+            assert error["code"] == "request_timeout"
+            assert error["requestId"].startswith("req_")
+
+    logged = log.read_text()
+    assert logged.count("408 request_timeout") == len(slow)
+    for worse in ("Traceback", "ERROR", "CRITICAL", " 500 "):
+        assert worse not in logged, logged
