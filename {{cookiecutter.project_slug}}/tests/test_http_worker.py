@@ -1,11 +1,15 @@
 """When the web worker hands a request to a thread: once it has all arrived, or when
-waiting longer would not help (a body the receiver refuses unread, a sender waiting for
-`100 Continue`, framing gunicorn's parser refuses at once). The slow clients themselves,
-against real gunicorn, are in test_slow_clients.py."""
+waiting longer would not help (a body the receiver refuses unread, framing gunicorn's
+parser refuses at once); and the `100 Continue` it answers itself. The slow clients
+themselves, against real gunicorn, are in test_slow_clients.py."""
 
 import pytest
 
-from {{ cookiecutter.package_name }}.http_worker import request_arrived
+from {{ cookiecutter.package_name }}.http_worker import (
+    request_arrived,
+    waits_for_continue,
+    without_expect,
+)
 
 LIMIT = 1000
 HEAD = b"POST /hook HTTP/1.1\r\nHost: x\r\n"
@@ -21,7 +25,8 @@ HEAD = b"POST /hook HTTP/1.1\r\nHost: x\r\n"
         (HEAD + b"CONTENT-LENGTH:\t5 \r\n\r\nabcde", True),
         (HEAD + b"Content-Length: 1001\r\n\r\n", True),  # over the limit: refused unread
         (HEAD + b"Content-Length: 5x\r\n\r\n", True),  # gunicorn refuses it at once
-        (HEAD + b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\n", True),
+        (HEAD + b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\n", False),
+        (HEAD + b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\nabcde", True),
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n", False),
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", False),
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n", False),
@@ -36,3 +41,11 @@ HEAD = b"POST /hook HTTP/1.1\r\nHost: x\r\n"
 )
 def test_request_arrived(data, arrived):
     assert request_arrived(data, LIMIT) is arrived
+
+
+def test_the_continue_it_sends_and_the_expect_it_takes_out():
+    waiting = HEAD + b"EXPECT:100-Continue\r\nContent-Length: 5\r\n\r\n"
+    assert waits_for_continue(waiting)
+    assert not waits_for_continue(HEAD + b"Expect: 100-continue\r\n")  # headers go on
+    assert not waits_for_continue(HEAD + b"Content-Length: 5\r\n\r\n")
+    assert without_expect(waiting + b"abcde") == HEAD + b"Content-Length: 5\r\n\r\nabcde"

@@ -1,10 +1,10 @@
 """Slow clients against real gunicorn with the project's `gunicorn.conf.py` (slowloris).
 
 Many more connections than the receiver has threads send the start of a request and then
-nothing: headers that never end, a `Content-Length` body never sent, a chunked body with no
-last chunk. Meanwhile signed deliveries and `/healthz` are answered as usual, and after
-gunicorn's `timeout` each slow connection gets a 408 in the API's error shape and is
-closed, with nothing worse than INFO in the log.
+nothing: headers that never end, a `Content-Length` body never sent (after `100 Continue`
+too), a chunked body with no last chunk. Meanwhile signed deliveries and `/healthz` are
+answered as usual, and after gunicorn's `timeout` each slow connection gets a 408 in the
+API's error shape and is closed, with nothing worse than INFO in the log.
 """
 
 import http.client
@@ -31,11 +31,18 @@ SLOW_STARTS = {
         f"POST {PATH} HTTP/1.1\r\nHost: receiver\r\nContent-Type: application/json\r\n"
         'Content-Length: 1000\r\n\r\n{"id": '
     ),
+    "body-never-sent-after-continue": (
+        f"POST {PATH} HTTP/1.1\r\nHost: receiver\r\nExpect: 100-continue\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    ),
     "headers-never-end": f"POST {PATH} HTTP/1.1\r\nHost: receiver\r\nX-Slow: 1\r\n",
     "no-last-chunk": (
         f"POST {PATH} HTTP/1.1\r\nHost: receiver\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
     ),
 }
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def open_slow(host: str, port: int, start: str) -> socket.socket:
@@ -92,7 +99,7 @@ def test_slow_clients_hold_no_thread_and_are_closed_with_408(redis_server_url, t
         for sock in slow:
             answer, closed_at = answer_and_close(sock)
             assert closed_at - opened_at < TIMEOUT + 3
-            head, _, body = answer.partition(b"\r\n\r\n")
+            head, _, body = answer.removeprefix(CONTINUE).partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 408 "), answer
             error = json.loads(body)["error"]
             assert error["code"] == "request_timeout"
@@ -102,3 +109,18 @@ def test_slow_clients_hold_no_thread_and_are_closed_with_408(redis_server_url, t
     assert logged.count("408 request_timeout") == len(slow)
     for worse in ("Traceback", "ERROR", "CRITICAL", " 500 "):
         assert worse not in logged, logged
+
+
+def test_a_sender_waiting_for_100_continue_gets_it_once(redis_server_url, tmp_path):
+    body = json.dumps(make_event()).encode()
+    headers = {**signed_headers(body), "Content-Length": str(len(body))}
+    head = f"POST {PATH} HTTP/1.1\r\nHost: receiver\r\nExpect: 100-continue\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items()) + "\r\n"
+    with gunicorn(project_env(redis_server_url), tmp_path / "web.log", workers=1) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(head.encode())
+            assert sock.recv(len(CONTINUE)) == CONTINUE
+            sock.sendall(body)
+            answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 202 "), answer

@@ -11,10 +11,11 @@ submits the connection to the thread pool once the whole request is in memory. A
 that has not arrived within gunicorn's `timeout` is answered 408 and closed; one whose
 headers pass `MAX_HEAD_BYTES` before they end, 431.
 
-Handed over early, with a deadline on each read the thread makes (`DeadlineReads`): a body
-the receiver refuses anyway (over `TW_MAX_BODY_BYTES`), and a request that waits for
-`100 Continue` before sending its body. TLS connections (gunicorn's `certfile`) are served
-as gthread does: terminate TLS at a proxy instead.
+A sender that waits for `100 Continue` before its body gets it from the main loop, and
+the thread sees the request without its `Expect`. Handed over early, with a deadline on
+each read the thread makes (`DeadlineReads`): a body the receiver refuses anyway (over
+`TW_MAX_BODY_BYTES`). TLS connections (gunicorn's `certfile`) are served as gthread does:
+terminate TLS at a proxy instead.
 """
 
 from __future__ import annotations
@@ -36,21 +37,20 @@ from .config import settings_from_env
 # into memory, for each of up to `worker_connections` connections.
 MAX_HEAD_BYTES = 64 * 1024
 RECV_BYTES = 64 * 1024
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def request_arrived(data: bytes, body_limit: int) -> bool:
     """Whether the thread can take the request that starts `data` without waiting for the
     sender: it is all there, or its body will be refused unread (announced over
-    `body_limit`, or past it as it came), or the sender waits for `100 Continue`. Framing
-    this cannot follow (a bad chunk size, a doubtful `Content-Length`) is handed over too:
-    gunicorn's parser and the receiver answer it at once."""
+    `body_limit`, or past it as it came). Framing this cannot follow (a bad chunk size, a
+    doubtful `Content-Length`) is handed over too: gunicorn's parser and the receiver
+    answer it at once."""
     head_end = data.find(b"\r\n\r\n")
     if head_end < 0:
         return False
     head = data[:head_end].lower()
     body_start = head_end + 4
-    if b"\r\nexpect:" in head:
-        return True
     if b"\r\ntransfer-encoding:" in head:
         return chunked_body_arrived(data, body_start, body_limit)
     length = header_value(head, b"content-length")
@@ -59,6 +59,20 @@ def request_arrived(data: bytes, body_limit: int) -> bool:
     if not length.isdigit() or int(length) > body_limit:
         return True
     return len(data) - body_start >= int(length)
+
+
+def waits_for_continue(data: bytes) -> bool:
+    """Whether the request's head has ended and asks for `100 Continue`."""
+    head_end = data.find(b"\r\n\r\n")
+    return head_end >= 0 and header_value(data[:head_end].lower(), b"expect") == b"100-continue"
+
+
+def without_expect(data: bytes) -> bytes:
+    """The request without its `Expect` field, once the main loop has sent `100 Continue`:
+    gunicorn would send a second one."""
+    start = data[: data.find(b"\r\n\r\n")].lower().find(b"\r\nexpect:")
+    end = data.find(b"\r\n", start + 2)
+    return data[:start] + data[end:]
 
 
 def header_value(head: bytes, name: bytes) -> bytes | None:
@@ -148,7 +162,7 @@ class BufferingWorker(ThreadWorker):
             held = conn.parser.unreader.buf.getvalue()
             conn.parser.unreader.buf.seek(0)
             conn.parser.unreader.buf.truncate()
-        conn.arrived = held
+        conn.arrived, conn.continued = held, False
         conn.sock.setblocking(False)
         self.reading[conn] = time.monotonic() + self.cfg.timeout
         self.on_readable(conn, registered=False)
@@ -162,7 +176,12 @@ class BufferingWorker(ThreadWorker):
                 self.refuse(
                     conn, "431 Request Header Fields Too Large", "headers_too_large", message
                 )
-            elif not registered:
+                return
+            if not conn.continued and waits_for_continue(conn.arrived):
+                conn.continued = True
+                with contextlib.suppress(OSError):
+                    conn.sock.send(CONTINUE)
+            if not registered:
                 on_readable = partial(self.on_readable, conn)
                 self.poller.register(conn.sock, selectors.EVENT_READ, on_readable)
             return
@@ -173,6 +192,8 @@ class BufferingWorker(ThreadWorker):
             self.nr_conns -= 1
             conn.close()
             return
+        if conn.continued:
+            conn.arrived = without_expect(conn.arrived)
         super().enqueue_req(conn)
 
     @staticmethod
