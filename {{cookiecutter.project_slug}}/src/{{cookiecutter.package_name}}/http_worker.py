@@ -231,7 +231,8 @@ class BufferingWorker(ThreadWorker):
             conn.sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass
-        self.log.info("%s %s from %s", status.split()[0], code, conn.client)
+        peer = conn.client[0] if isinstance(conn.client, tuple) else conn.client
+        self.log.info("%s %s from %s", status.split()[0], code, peer)
         self.nr_conns -= 1
         conn.close()
 
