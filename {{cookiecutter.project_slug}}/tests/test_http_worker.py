@@ -5,11 +5,7 @@ themselves, against real gunicorn, are in test_slow_clients.py."""
 
 import pytest
 
-from {{ cookiecutter.package_name }}.http_worker import (
-    request_arrived,
-    waits_for_continue,
-    without_expect,
-)
+from {{ cookiecutter.package_name }}.http_worker import Arrival, without_expect
 
 LIMIT = 1000
 HEAD = b"POST /hook HTTP/1.1\r\nHost: x\r\n"
@@ -39,13 +35,37 @@ HEAD = b"POST /hook HTTP/1.1\r\nHost: x\r\n"
         (HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"f" * 2000, True),  # no size line
     ],
 )
-def test_request_arrived(data, arrived):
-    assert request_arrived(data, LIMIT) is arrived
+def test_arrived(data, arrived):
+    assert Arrival(LIMIT).complete(data) is arrived
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        HEAD + b"Content-Length: 5\r\n\r\nabcde",
+        HEAD
+        + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n10\r\n"
+        + b"x" * 16
+        + b"\r\n0\r\n\r\n",
+        HEAD + b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nA: b\r\n\r\n",
+    ],
+)
+def test_arrived_byte_by_byte(data):
+    """Each call goes on from the last: the request is complete at its last byte, not before."""
+    arrival = Arrival(LIMIT)
+    answers = [arrival.complete(data[:end]) for end in range(1, len(data) + 1)]
+    assert answers == [False] * (len(data) - 1) + [True]
+
+
+def expects_continue(data: bytes) -> bool:
+    arrival = Arrival(LIMIT)
+    arrival.complete(data)
+    return arrival.expects_continue
 
 
 def test_the_continue_it_sends_and_the_expect_it_takes_out():
     waiting = HEAD + b"EXPECT:100-Continue\r\nContent-Length: 5\r\n\r\n"
-    assert waits_for_continue(waiting)
-    assert not waits_for_continue(HEAD + b"Expect: 100-continue\r\n")  # headers go on
-    assert not waits_for_continue(HEAD + b"Content-Length: 5\r\n\r\n")
+    assert expects_continue(waiting)
+    assert not expects_continue(HEAD + b"Expect: 100-continue\r\n")  # headers go on
+    assert not expects_continue(HEAD + b"Content-Length: 5\r\n\r\n")
     assert without_expect(waiting + b"abcde") == HEAD + b"Content-Length: 5\r\n\r\nabcde"

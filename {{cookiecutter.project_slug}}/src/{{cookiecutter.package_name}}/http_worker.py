@@ -40,31 +40,64 @@ RECV_BYTES = 64 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def request_arrived(data: bytes, body_limit: int) -> bool:
-    """Whether the thread can take the request that starts `data` without waiting for the
-    sender: it is all there, or its body will be refused unread (announced over
-    `body_limit`, or past it as it came). Framing this cannot follow (a bad chunk size, a
-    doubtful `Content-Length`) is handed over too: gunicorn's parser and the receiver
-    answer it at once."""
-    head_end = data.find(b"\r\n\r\n")
-    if head_end < 0:
-        return False
-    head = data[:head_end].lower()
-    body_start = head_end + 4
-    if b"\r\ntransfer-encoding:" in head:
-        return chunked_body_arrived(data, body_start, body_limit)
-    length = header_value(head, b"content-length")
-    if length is None:
-        return True
-    if not length.isdigit() or int(length) > body_limit:
-        return True
-    return len(data) - body_start >= int(length)
+class Arrival:
+    """Follows one request as it comes in, to tell when a thread can take it without
+    waiting for the sender: it is all there, or its body will be refused unread (announced
+    over `body_limit`, or past it as it came). Framing this cannot follow (a chunk size that
+    is not hex, a doubtful `Content-Length`) is handed over too: gunicorn's parser and the
+    receiver answer it at once.
 
+    `data` only grows between calls of `complete`, which goes on where the last call
+    stopped: a body sent in many small pieces is not scanned again from its start.
+    """
 
-def waits_for_continue(data: bytes) -> bool:
-    """Whether the request's head has ended and asks for `100 Continue`."""
-    head_end = data.find(b"\r\n\r\n")
-    return head_end >= 0 and header_value(data[:head_end].lower(), b"expect") == b"100-continue"
+    def __init__(self, body_limit: int):
+        self.body_limit = body_limit
+        self.body_start = -1  # where the body starts, once the head has ended
+        self.length = -1  # the Content-Length; -1 for a chunked body
+        self.chunk_at = -1  # chunked: where the next chunk's size line starts
+        self.received = 0  # chunked: the body's bytes so far
+        self.expects_continue = False  # the sender waits for `100 Continue` to send its body
+
+    def complete(self, data: bytes) -> bool:
+        if self.body_start < 0:
+            head_end = data.find(b"\r\n\r\n")
+            if head_end < 0:
+                return False
+            head = data[:head_end].lower()
+            self.body_start = head_end + 4
+            self.expects_continue = header_value(head, b"expect") == b"100-continue"
+            if b"\r\ntransfer-encoding:" in head:
+                self.chunk_at = self.body_start
+            else:
+                length = header_value(head, b"content-length") or b"0"
+                if not length.isdigit() or int(length) > self.body_limit:
+                    return True
+                self.length = int(length)
+        if self.chunk_at < 0:
+            return len(data) - self.body_start >= self.length
+        return self.chunks_complete(data)
+
+    def chunks_complete(self, data: bytes) -> bool:
+        """Whether the chunked body has its last chunk and trailers, or has come past the
+        limit, or broke its framing."""
+        while True:
+            line_end = data.find(b"\r\n", self.chunk_at)
+            if line_end < 0:
+                return len(data) - self.chunk_at > 1024  # a size line this long is broken
+            try:
+                size = int(data[self.chunk_at : line_end].split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                return True
+            if size == 0:  # the last chunk: the trailers end with a blank line
+                trailers = line_end + 2
+                return data.startswith(b"\r\n", trailers) or data.find(b"\r\n\r\n", trailers) >= 0
+            if self.received + size > self.body_limit:
+                return True
+            if line_end + 2 + size + 2 > len(data):
+                return False
+            self.received += size
+            self.chunk_at = line_end + 2 + size + 2
 
 
 def without_expect(data: bytes) -> bytes:
@@ -83,30 +116,6 @@ def header_value(head: bytes, name: bytes) -> bytes | None:
     start += len(name) + 3
     end = head.find(b"\r\n", start)
     return head[start : end if end >= 0 else len(head)].strip()
-
-
-def chunked_body_arrived(data: bytes, position: int, body_limit: int) -> bool:
-    """Whether a chunked body starting at `position` has its last chunk and trailers, or
-    has come past `body_limit` or broken framing (both answered without waiting)."""
-    received = 0
-    while True:
-        line_end = data.find(b"\r\n", position)
-        if line_end < 0:
-            return len(data) - position > 1024  # a size line this long is broken
-        size_field = data[position:line_end].split(b";", 1)[0].strip()
-        try:
-            size = int(size_field, 16)
-        except ValueError:
-            return True
-        position = line_end + 2
-        if size == 0:  # the last chunk: the trailers end with a blank line
-            return data.startswith(b"\r\n", position) or data.find(b"\r\n\r\n", position) >= 0
-        received += size
-        if received > body_limit:
-            return True
-        position += size + 2
-        if position > len(data):
-            return False
 
 
 class DeadlineReads:
@@ -162,7 +171,8 @@ class BufferingWorker(ThreadWorker):
             held = conn.parser.unreader.buf.getvalue()
             conn.parser.unreader.buf.seek(0)
             conn.parser.unreader.buf.truncate()
-        conn.arrived, conn.continued = held, False
+        conn.arrived, conn.arrival = bytearray(held), Arrival(self.body_limit)
+        conn.continued = False
         conn.sock.setblocking(False)
         self.reading[conn] = time.monotonic() + self.cfg.timeout
         self.on_readable(conn, registered=False)
@@ -170,14 +180,15 @@ class BufferingWorker(ThreadWorker):
     def on_readable(self, conn, _fileobj=None, registered=True):
         """Read what the socket holds; submit the request once it is all there."""
         ended = self.read_some(conn)
-        if not (ended or request_arrived(conn.arrived, self.body_limit)):
-            if len(conn.arrived) > MAX_HEAD_BYTES and b"\r\n\r\n" not in conn.arrived:
+        arrival = conn.arrival
+        if not (ended or arrival.complete(conn.arrived)):
+            if arrival.body_start < 0 and len(conn.arrived) > MAX_HEAD_BYTES:
                 message = f"The request's headers are over {MAX_HEAD_BYTES} bytes."
                 self.refuse(
                     conn, "431 Request Header Fields Too Large", "headers_too_large", message
                 )
                 return
-            if not conn.continued and waits_for_continue(conn.arrived):
+            if arrival.expects_continue and not conn.continued:
                 conn.continued = True
                 with contextlib.suppress(OSError):
                     conn.sock.send(CONTINUE)
