@@ -9,13 +9,16 @@ API's error shape and is closed, with nothing worse than INFO in the log.
 
 import http.client
 import json
+import signal
 import socket
+import sys
 import time
 
 import pytest
-from processes import gunicorn, project_env
+from processes import PACKAGE, gunicorn, project_env, running, wait_until_up
 
 from {{ cookiecutter.package_name }}.config import Settings
+from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
 
 pytestmark = pytest.mark.e2e
@@ -124,3 +127,28 @@ def test_a_sender_waiting_for_100_continue_gets_it_once(redis_server_url, tmp_pa
             sock.sendall(body)
             answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 202 "), answer
+
+
+def test_a_stopping_receiver_does_not_wait_for_connections_that_sent_nothing(
+    redis_server_url, tmp_path
+):
+    """Like kept-alive connections, they are closed when gunicorn stops: a deploy does not
+    wait `GUNICORN_TIMEOUT` (30 s) for them."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+        "--bind", f"127.0.0.1:{port}", "--workers", "1", f"{PACKAGE}.app:create_app()",
+    ]  # fmt: skip
+    log = tmp_path / "web.log"
+    with running(command, project_env(redis_server_url), log) as server:
+        wait_until_up(f"http://127.0.0.1:{port}/healthz", server, log)
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        time.sleep(0.5)
+        stopped_at = time.monotonic()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=40)
+        took = time.monotonic() - stopped_at
+    for sock in silent:
+        sock.close()
+    assert server.returncode == 0
+    assert took < 10, took

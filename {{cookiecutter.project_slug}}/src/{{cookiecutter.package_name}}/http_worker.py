@@ -196,13 +196,12 @@ class BufferingWorker(ThreadWorker):
                 on_readable = partial(self.on_readable, conn)
                 self.poller.register(conn.sock, selectors.EVENT_READ, on_readable)
             return
+        if ended and not conn.arrived:  # closed between requests
+            self.drop(conn)
+            return
         del self.reading[conn]
         if registered:
             self.poller.unregister(conn.sock)
-        if ended and not conn.arrived:  # closed between requests
-            self.nr_conns -= 1
-            conn.close()
-            return
         if conn.continued:
             conn.arrived = without_expect(conn.arrived)
         super().enqueue_req(conn)
@@ -234,9 +233,6 @@ class BufferingWorker(ThreadWorker):
 
     def refuse(self, conn, status: str, code: str, message: str) -> None:
         """Answer a request that will not be read and close its connection."""
-        self.reading.pop(conn, None)
-        with contextlib.suppress(KeyError, ValueError):
-            self.poller.unregister(conn.sock)
         try:
             conn.sock.send(error_answer(status, code, message))
             conn.sock.shutdown(socket.SHUT_WR)
@@ -244,6 +240,12 @@ class BufferingWorker(ThreadWorker):
             pass
         peer = conn.client[0] if isinstance(conn.client, tuple) else conn.client
         self.log.info("%s %s from %s", status.split()[0], code, peer)
+        self.drop(conn)
+
+    def drop(self, conn) -> None:
+        self.reading.pop(conn, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(conn.sock)
         self.nr_conns -= 1
         conn.close()
 
@@ -251,6 +253,9 @@ class BufferingWorker(ThreadWorker):
         """gthread's own pass over idle connections (each turn of the main loop), and ours
         over the requests still arriving."""
         super().murder_keepalived(*args, **kwargs)
+        if not self.alive:  # stopping: a connection that has sent nothing yet is idle
+            for conn in [conn for conn in self.reading if not conn.arrived]:
+                self.drop(conn)
         now = time.monotonic()
         while self.reading:
             conn, deadline = next(iter(self.reading.items()))
