@@ -120,7 +120,9 @@ def header_value(head: bytes, name: bytes) -> bytes | None:
 
 class DeadlineReads:
     """A socket whose `recv` gives up (`TimeoutError`) at `deadline`, for a request handed
-    to a thread before all of it arrived. Everything else is the socket's own."""
+    to a thread before all of it arrived. A shorter timeout already set (gunicorn's, when
+    it drains a body the app left unread) still applies. Everything else is the socket's
+    own."""
 
     def __init__(self, sock: socket.socket, deadline: float):
         self.sock, self.deadline = sock, deadline
@@ -129,11 +131,12 @@ class DeadlineReads:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("the request did not arrive in time")
-        self.sock.settimeout(remaining)
+        before = self.sock.gettimeout()
+        self.sock.settimeout(remaining if before is None else min(before, remaining))
         try:
             return self.sock.recv(size)
         finally:
-            self.sock.settimeout(None)
+            self.sock.settimeout(before)
 
     def __getattr__(self, name):
         return getattr(self.sock, name)
