@@ -129,6 +129,23 @@ def test_a_sender_waiting_for_100_continue_gets_it_once(redis_server_url, tmp_pa
     assert answer.startswith(b"HTTP/1.1 202 "), answer
 
 
+def test_clients_that_never_close_their_side_do_not_stall_the_receiver(redis_server_url, tmp_path):
+    """gunicorn closes a connection after an answer that says `Connection: close`, then
+    waits for the client to close its side: in the poller, not in the worker's main loop,
+    where ten such clients held every other connection of the process for 2 s each."""
+    with gunicorn(project_env(redis_server_url), tmp_path / "web.log", workers=1) as base:
+        host, port = base.removeprefix("http://").split(":")
+        request = b"GET /healthz HTTP/1.1\r\nHost: receiver\r\nConnection: close\r\n\r\n"
+        held = [open_slow(host, int(port), request.decode()) for _ in range(10)]
+        time.sleep(0.2)
+        for _ in range(3):
+            status, took = timed(f"{host}:{port}", "GET", "/healthz")
+            assert (status, took < ANSWERED_WITHIN) == (200, True), took
+        for sock in held:
+            answer, _ = answer_and_close(sock)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+
+
 def test_a_stopping_receiver_does_not_wait_for_connections_that_sent_nothing(
     redis_server_url, tmp_path
 ):

@@ -9,7 +9,10 @@ connections stop the receiver ("slowloris"). Here the worker's main loop, which 
 watches every idle kept-alive connection, also reads each request as it trickles in, and
 submits the connection to the thread pool once the whole request is in memory. A request
 that has not arrived within gunicorn's `timeout` is answered 408 and closed; one whose
-headers pass `MAX_HEAD_BYTES` before they end, 431.
+headers pass `MAX_HEAD_BYTES` before they end, 431. And a connection gunicorn closes after
+its answer lingers in the main loop's poller, not in a blocking read of the main loop
+itself (gunicorn 27 waits there up to 2 s for the client to close its side, all other
+connections of the process waiting with it).
 
 A sender that waits for `100 Continue` before its body gets it from the main loop, and
 the thread sees the request without its `Expect`. Handed over early, with a deadline on
@@ -37,6 +40,8 @@ from .config import settings_from_env
 # into memory, for each of up to `worker_connections` connections.
 MAX_HEAD_BYTES = 64 * 1024
 RECV_BYTES = 64 * 1024
+# How long a closed connection waits for the client to close its side (gunicorn's own).
+LINGER_SECONDS = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -160,6 +165,7 @@ class BufferingWorker(ThreadWorker):
     def init_process(self):
         self.body_limit = settings_from_env().max_body_bytes
         self.reading = collections.OrderedDict()  # connection -> deadline, oldest first
+        self.lingering = collections.OrderedDict()  # closed, waiting for the client's FIN
         super().init_process()
 
     def enqueue_req(self, conn):
@@ -169,6 +175,7 @@ class BufferingWorker(ThreadWorker):
         if self.cfg.is_ssl:
             super().enqueue_req(conn)
             return
+        conn.close = partial(self.close_connection, conn)
         held = b""
         if conn.parser is not None:  # a kept-alive connection: what gunicorn read ahead
             held = conn.parser.unreader.buf.getvalue()
@@ -236,30 +243,65 @@ class BufferingWorker(ThreadWorker):
 
     def refuse(self, conn, status: str, code: str, message: str) -> None:
         """Answer a request that will not be read and close its connection."""
-        try:
+        with contextlib.suppress(OSError):
             conn.sock.send(error_answer(status, code, message))
-            conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
         peer = conn.client[0] if isinstance(conn.client, tuple) else conn.client
         self.log.info("%s %s from %s", status.split()[0], code, peer)
-        self.drop(conn)
+        self.drop(conn, graceful=True)
 
-    def drop(self, conn) -> None:
+    def drop(self, conn, graceful: bool = False) -> None:
         self.reading.pop(conn, None)
         with contextlib.suppress(KeyError, ValueError):
             self.poller.unregister(conn.sock)
         self.nr_conns -= 1
-        conn.close()
+        conn.close(graceful=graceful)
+
+    def close_connection(self, conn, graceful: bool = False) -> None:
+        """The connection's `close`. A graceful close (after an answer that closes the
+        connection) sends FIN and then reads until the client closes too, so that data the
+        client still sends does not make the kernel reset the answer; it waits for that in
+        the poller, for `LINGER_SECONDS` at most."""
+        if graceful:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_WR)
+                conn.sock.setblocking(False)
+                self.lingering[conn] = time.monotonic() + LINGER_SECONDS
+                self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.linger, conn))
+                return
+        with contextlib.suppress(OSError):
+            conn.sock.close()
+
+    def linger(self, conn, _fileobj=None) -> None:
+        """Read and drop what a closed connection still sends; close it at its end."""
+        try:
+            if conn.sock.recv(RECV_BYTES):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self.end_linger(conn)
+
+    def end_linger(self, conn) -> None:
+        del self.lingering[conn]
+        with contextlib.suppress(KeyError, ValueError):
+            self.poller.unregister(conn.sock)
+        with contextlib.suppress(OSError):
+            conn.sock.close()
 
     def murder_keepalived(self, *args, **kwargs):
         """gthread's own pass over idle connections (each turn of the main loop), and ours
         over the requests still arriving."""
         super().murder_keepalived(*args, **kwargs)
+        now = time.monotonic()
+        while self.lingering:
+            conn, deadline = next(iter(self.lingering.items()))
+            if deadline > now and not kwargs.get("force"):
+                break
+            self.end_linger(conn)
         if not self.alive:  # stopping: a connection that has sent nothing yet is idle
             for conn in [conn for conn in self.reading if not conn.arrived]:
                 self.drop(conn)
-        now = time.monotonic()
         while self.reading:
             conn, deadline = next(iter(self.reading.items()))
             if deadline > now and not kwargs.get("force"):
