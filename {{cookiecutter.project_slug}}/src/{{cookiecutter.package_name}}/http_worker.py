@@ -5,14 +5,15 @@ gunicorn's gthread worker hands a connection to a thread as soon as it is readab
 thread then blocks until the rest of the request comes. A client that sends the start of a
 request and then nothing (headers that never end, a `Content-Length` body never sent) holds
 that thread for as long as it keeps the connection open, and `workers x threads` such
-connections stop the receiver ("slowloris"). Here the worker's main loop, which already
-watches every idle kept-alive connection, also reads each request as it trickles in, and
-submits the connection to the thread pool once the whole request is in memory. A request
-that has not arrived within gunicorn's `timeout` is answered 408 and closed; one whose
-headers pass `MAX_HEAD_BYTES` before they end, 431. And a connection gunicorn closes after
-its answer lingers in the main loop's poller, not in a blocking read of the main loop
-itself (gunicorn 27 waits there up to 2 s for the client to close its side, all other
-connections of the process waiting with it).
+connections stop the receiver ("slowloris"). Here a thread reads only what has already
+come, and serves the request if that is all of it; if not, the connection goes back to the
+worker's main loop, which already watches every idle kept-alive connection, and which
+reads the rest as it trickles in and submits the connection again once the whole request
+is in memory. A request that has not arrived within gunicorn's `timeout` is answered 408
+and closed; one whose headers pass `MAX_HEAD_BYTES` before they end, 431. And a
+connection gunicorn closes after its answer lingers in the main loop's poller, not in a
+blocking read of the main loop itself (gunicorn 27 waits there up to 2 s for the client to
+close its side, all other connections of the process waiting with it).
 
 A sender that waits for `100 Continue` before its body gets it from the main loop, and
 the thread sees the request without its `Expect`. Handed over early, with a deadline on
@@ -43,6 +44,8 @@ RECV_BYTES = 64 * 1024
 # How long a closed connection waits for the client to close its side (gunicorn's own).
 LINGER_SECONDS = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# What a thread gives back for a request that has not all come: the main loop waits for it.
+WAIT = object()
 
 
 class Arrival:
@@ -123,6 +126,19 @@ def header_value(head: bytes, name: bytes) -> bytes | None:
     return head[start : end if end >= 0 else len(head)].strip()
 
 
+def read_some(conn) -> bool:
+    """Add what the connection's socket holds to `conn.arrived`, without waiting; whether
+    the sender has closed its side."""
+    try:
+        data = conn.sock.recv(RECV_BYTES, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    conn.arrived += data
+    return not data
+
+
 class DeadlineReads:
     """A socket whose `recv` gives up (`TimeoutError`) at `deadline`, for a request handed
     to a thread before all of it arrived. A shorter timeout already set (gunicorn's, when
@@ -160,7 +176,14 @@ def error_answer(status: str, code: str, message: str) -> bytes:
 
 
 class BufferingWorker(ThreadWorker):
-    """gthread, with each request read by the main loop before a thread serves it."""
+    """gthread, with a request served by a thread only once all of it has come.
+
+    The thread that takes a readable connection reads what is there without waiting. Most
+    requests are then whole, and served at once; the others go back to the main loop,
+    which reads the rest as it comes and submits the connection again when it is all in.
+    (Reading first in the main loop would cost every request: each socket call there lets
+    the GIL go, and the main loop then waits for it behind the other threads.)
+    """
 
     def init_process(self):
         self.body_limit = settings_from_env().max_body_bytes
@@ -168,78 +191,83 @@ class BufferingWorker(ThreadWorker):
         self.lingering = collections.OrderedDict()  # closed, waiting for the client's FIN
         super().init_process()
 
-    def enqueue_req(self, conn):
-        """Called by gthread for a new connection, a kept-alive one that became readable,
-        and one with the next request already read: read what has come, then submit the
-        connection or wait for more."""
+    def handle(self, conn):
+        """In the thread: serve the request if it has all come, else hand the connection
+        back to the main loop (`WAIT`) without waiting."""
         if self.cfg.is_ssl:
-            super().enqueue_req(conn)
-            return
+            return super().handle(conn)
+        if getattr(conn, "arrival", None) is None:
+            self.start_request(conn)
+        if not conn.whole:
+            ended = read_some(conn)
+            if ended and not conn.arrived:  # closed between requests
+                return False
+            if not (ended or conn.arrival.complete(conn.arrived)):
+                return WAIT
+        arrived = conn.arrived
+        if conn.continued:
+            arrived = without_expect(arrived)
+        conn.arrival = None  # the next request starts afresh
+        conn.init()
+        conn.parser.unreader.unread(arrived)
+        # A request all there never reads the socket; the rest of a body handed over early
+        # (one the receiver refuses unread) must come by the deadline.
+        conn.parser.unreader.sock = DeadlineReads(conn.sock, conn.deadline)
+        return super().handle(conn)
+
+    def start_request(self, conn) -> None:
+        """A request begins on `conn`: with what gunicorn read ahead, if anything."""
         conn.close = partial(self.close_connection, conn)
         held = b""
-        if conn.parser is not None:  # a kept-alive connection: what gunicorn read ahead
+        if conn.parser is not None:
             held = conn.parser.unreader.buf.getvalue()
             conn.parser.unreader.buf.seek(0)
             conn.parser.unreader.buf.truncate()
         conn.arrived, conn.arrival = bytearray(held), Arrival(self.body_limit)
-        conn.continued = False
-        conn.sock.setblocking(False)
-        self.reading[conn] = time.monotonic() + self.cfg.timeout
-        self.on_readable(conn, registered=False)
+        conn.whole = conn.continued = False
+        conn.deadline = time.monotonic() + self.cfg.timeout
 
-    def on_readable(self, conn, _fileobj=None, registered=True):
-        """Read what the socket holds; submit the request once it is all there."""
-        ended = self.read_some(conn)
-        arrival = conn.arrival
-        if not (ended or arrival.complete(conn.arrived)):
-            if arrival.body_start < 0 and len(conn.arrived) > MAX_HEAD_BYTES:
-                message = f"The request's headers are over {MAX_HEAD_BYTES} bytes."
-                self.refuse(
-                    conn, "431 Request Header Fields Too Large", "headers_too_large", message
-                )
-                return
-            if arrival.expects_continue and not conn.continued:
-                conn.continued = True
-                with contextlib.suppress(OSError):
-                    conn.sock.send(CONTINUE)
-            if not registered:
-                on_readable = partial(self.on_readable, conn)
-                self.poller.register(conn.sock, selectors.EVENT_READ, on_readable)
+    def finish_request(self, conn, fs):
+        """In the main loop, after the thread: a request that has not all come waits in the
+        poller; anything else is gthread's."""
+        if not fs.cancelled() and fs.exception() is None and fs.result() is WAIT:
+            self.wait_for_more(conn)
+        else:
+            super().finish_request(conn, fs)
+
+    def wait_for_more(self, conn) -> None:
+        conn.sock.setblocking(False)
+        self.reading[conn] = conn.deadline
+        if self.still_waiting(conn):
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_readable, conn))
+
+    def on_readable(self, conn, _fileobj=None):
+        """Read what a waiting connection holds; submit it once the request is all in."""
+        ended = read_some(conn)
+        if not (ended or conn.arrival.complete(conn.arrived)):
+            self.still_waiting(conn)
             return
-        if ended and not conn.arrived:  # closed between requests
+        if ended and not conn.arrived:  # closed before it sent anything
             self.drop(conn)
             return
         del self.reading[conn]
-        if registered:
-            self.poller.unregister(conn.sock)
-        if conn.continued:
-            conn.arrived = without_expect(conn.arrived)
-        super().enqueue_req(conn)
+        self.poller.unregister(conn.sock)
+        conn.whole = True
+        self.enqueue_req(conn)
 
-    @staticmethod
-    def read_some(conn) -> bool:
-        """Add what the socket holds to `conn.arrived`; whether the sender closed its side."""
-        try:
-            data = conn.sock.recv(RECV_BYTES)
-        except BlockingIOError:
+    def still_waiting(self, conn) -> bool:
+        """Whether `conn` may wait for more: not when its headers have gone on too long
+        (431). Sends `100 Continue` when the sender waits for it to send its body."""
+        arrival = conn.arrival
+        if arrival.body_start < 0 and len(conn.arrived) > MAX_HEAD_BYTES:
+            message = f"The request's headers are over {MAX_HEAD_BYTES} bytes."
+            self.refuse(conn, "431 Request Header Fields Too Large", "headers_too_large", message)
             return False
-        except OSError:
-            return True
-        conn.arrived += data
-        return not data
-
-    def handle(self, conn):
-        """In the thread: give the parser what the main loop read, then serve as gthread."""
-        arrived = getattr(conn, "arrived", b"")
-        if arrived:
-            conn.arrived = b""
-            conn.init()
-            conn.parser.unreader.unread(arrived)
-            # A request all there never reads the socket; the rest of one handed over
-            # early must come by the deadline.
-            deadline = time.monotonic() + self.cfg.timeout
-            conn.parser.unreader.sock = DeadlineReads(conn.sock, deadline)
-        return super().handle(conn)
+        if arrival.expects_continue and not conn.continued:
+            conn.continued = True
+            with contextlib.suppress(OSError):
+                conn.sock.send(CONTINUE)
+        return True
 
     def refuse(self, conn, status: str, code: str, message: str) -> None:
         """Answer a request that will not be read and close its connection."""
