@@ -4,7 +4,8 @@ Many more connections than the receiver has threads send the start of a request 
 nothing: headers that never end, a `Content-Length` body never sent (after `100 Continue`
 too), a chunked body with no last chunk. Meanwhile signed deliveries and `/healthz` are
 answered as usual, and after gunicorn's `timeout` each slow connection gets a 408 in the
-API's error shape and is closed, with nothing worse than INFO in the log.
+API's error shape and is closed, with nothing worse than INFO in the log; connections that
+send nothing at all are closed after gunicorn's `keepalive`.
 """
 
 import http.client
@@ -90,6 +91,7 @@ def test_slow_clients_hold_no_thread_and_are_closed_with_408(redis_server_url, t
             for start in SLOW_STARTS.values()
             for _ in range(2 * WORKERS)
         ]
+        silent = [open_slow(host, int(port), "") for _ in range(2 * WORKERS)]
         time.sleep(0.5)  # accepted, and (before the fix) each holding a thread
 
         for _ in range(5):
@@ -107,6 +109,9 @@ def test_slow_clients_hold_no_thread_and_are_closed_with_408(redis_server_url, t
             error = json.loads(body)["error"]
             assert error["code"] == "request_timeout"
             assert error["requestId"].startswith("req_")
+        for sock in silent:  # idle: closed without a word, as a kept-alive connection is
+            answer, closed_at = answer_and_close(sock)
+            assert (answer, closed_at - opened_at < TIMEOUT + 3) == (b"", True)
 
     logged = log.read_text()
     assert logged.count("408 request_timeout") == len(slow)

@@ -28,6 +28,7 @@ import collections
 import contextlib
 import json
 import os
+import select
 import selectors
 import socket
 import time
@@ -46,6 +47,11 @@ LINGER_SECONDS = 2.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 # What a thread gives back for a request that has not all come: the main loop waits for it.
 WAIT = object()
+# How long a thread waits for the rest of a request it found unfinished, once per request:
+# enough for a sender that writes its headers and its body separately (Python's
+# http.client does), whose body is a moment behind; a slow client holds the thread no
+# longer, and only once for each request it starts.
+REST_WAIT_SECONDS = 0.05
 
 
 class Arrival:
@@ -178,16 +184,17 @@ def error_answer(status: str, code: str, message: str) -> bytes:
 class BufferingWorker(ThreadWorker):
     """gthread, with a request served by a thread only once all of it has come.
 
-    The thread that takes a readable connection reads what is there without waiting. Most
-    requests are then whole, and served at once; the others go back to the main loop,
-    which reads the rest as it comes and submits the connection again when it is all in.
+    The thread that takes a readable connection reads what is there, and waits a moment
+    (`REST_WAIT_SECONDS`) for the rest if need be. Most requests are then whole, and served
+    at once; the others go back to the main loop, which reads the rest as it comes and
+    submits the connection again when it is all in.
     (Reading first in the main loop would cost every request: each socket call there lets
     the GIL go, and the main loop then waits for it behind the other threads.)
     """
 
     def init_process(self):
         self.body_limit = settings_from_env().max_body_bytes
-        self.reading = collections.OrderedDict()  # connection -> deadline, oldest first
+        self.reading = {}  # connection -> deadline
         self.lingering = collections.OrderedDict()  # closed, waiting for the client's FIN
         super().init_process()
 
@@ -199,7 +206,7 @@ class BufferingWorker(ThreadWorker):
         if getattr(conn, "arrival", None) is None:
             self.start_request(conn)
         if not conn.whole:
-            ended = read_some(conn)
+            ended = self.read_what_came(conn)
             if ended and not conn.arrived:  # closed between requests
                 return False
             if not (ended or conn.arrival.complete(conn.arrived)):
@@ -215,6 +222,25 @@ class BufferingWorker(ThreadWorker):
         conn.parser.unreader.sock = DeadlineReads(conn.sock, conn.deadline)
         return super().handle(conn)
 
+    def read_what_came(self, conn) -> bool:
+        """In the thread: read what has come of the request, and, the first time, wait
+        `REST_WAIT_SECONDS` at most for the rest; whether the sender closed its side."""
+        ended = read_some(conn)
+        wait_until = time.monotonic() + REST_WAIT_SECONDS if conn.first_read else 0
+        conn.first_read = False
+        waiting = None
+        while not (ended or conn.arrival.complete(conn.arrived)):
+            remaining = wait_until - time.monotonic()
+            if remaining <= 0:
+                return False
+            if waiting is None:
+                waiting = select.poll()
+                waiting.register(conn.sock, select.POLLIN)
+            if not waiting.poll(remaining * 1000):
+                return False
+            ended = read_some(conn)
+        return ended
+
     def start_request(self, conn) -> None:
         """A request begins on `conn`: with what gunicorn read ahead, if anything."""
         conn.close = partial(self.close_connection, conn)
@@ -225,6 +251,7 @@ class BufferingWorker(ThreadWorker):
             conn.parser.unreader.buf.truncate()
         conn.arrived, conn.arrival = bytearray(held), Arrival(self.body_limit)
         conn.whole = conn.continued = False
+        conn.first_read = True
         conn.deadline = time.monotonic() + self.cfg.timeout
 
     def finish_request(self, conn, fs):
@@ -236,6 +263,8 @@ class BufferingWorker(ThreadWorker):
             super().finish_request(conn, fs)
 
     def wait_for_more(self, conn) -> None:
+        if not conn.arrived:  # nothing sent yet: idle, as a kept-alive connection can be
+            conn.deadline = time.monotonic() + max(self.cfg.keepalive, 2)
         conn.sock.setblocking(False)
         self.reading[conn] = conn.deadline
         if self.still_waiting(conn):
@@ -243,7 +272,10 @@ class BufferingWorker(ThreadWorker):
 
     def on_readable(self, conn, _fileobj=None):
         """Read what a waiting connection holds; submit it once the request is all in."""
+        idle = not conn.arrived
         ended = read_some(conn)
+        if idle and conn.arrived:  # a request begins: it has `timeout` to come
+            conn.deadline = self.reading[conn] = time.monotonic() + self.cfg.timeout
         if not (ended or conn.arrival.complete(conn.arrived)):
             self.still_waiting(conn)
             return
@@ -319,7 +351,8 @@ class BufferingWorker(ThreadWorker):
 
     def murder_keepalived(self, *args, **kwargs):
         """gthread's own pass over idle connections (each turn of the main loop), and ours
-        over the requests still arriving."""
+        over the requests still arriving: 408 past their deadline. A connection that has
+        sent nothing is closed after `keepalive`, or at once when the worker stops."""
         super().murder_keepalived(*args, **kwargs)
         now = time.monotonic()
         while self.lingering:
@@ -327,12 +360,9 @@ class BufferingWorker(ThreadWorker):
             if deadline > now and not kwargs.get("force"):
                 break
             self.end_linger(conn)
-        if not self.alive:  # stopping: a connection that has sent nothing yet is idle
-            for conn in [conn for conn in self.reading if not conn.arrived]:
-                self.drop(conn)
-        while self.reading:
-            conn, deadline = next(iter(self.reading.items()))
-            if deadline > now and not kwargs.get("force"):
-                break
-            message = f"The request did not arrive whole within {self.cfg.timeout} s."
-            self.refuse(conn, "408 Request Timeout", "request_timeout", message)
+        for conn, deadline in list(self.reading.items()):
+            if conn.arrived and (deadline <= now or kwargs.get("force")):
+                message = f"The request did not arrive whole within {self.cfg.timeout} s."
+                self.refuse(conn, "408 Request Timeout", "request_timeout", message)
+            elif not conn.arrived and (deadline <= now or not self.alive):
+                self.drop(conn)  # idle: closed as gthread closes its kept-alive connections
