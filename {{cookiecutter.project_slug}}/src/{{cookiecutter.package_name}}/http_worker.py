@@ -5,8 +5,9 @@ gunicorn's gthread worker hands a connection to a thread as soon as it is readab
 thread then blocks until the rest of the request comes. A client that sends the start of a
 request and then nothing (headers that never end, a `Content-Length` body never sent) holds
 that thread for as long as it keeps the connection open, and `workers x threads` such
-connections stop the receiver ("slowloris"). Here a thread reads only what has already
-come, and serves the request if that is all of it; if not, the connection goes back to the
+connections stop the receiver ("slowloris"). Here a thread reads what has come (waiting a
+moment, `REST_WAIT_SECONDS`, once per request, for a body written apart from its headers)
+and serves the request if that is all of it; if not, the connection goes back to the
 worker's main loop, which already watches every idle kept-alive connection, and which
 reads the rest as it trickles in and submits the connection again once the whole request
 is in memory. A request that has not arrived within gunicorn's `timeout` is answered 408
