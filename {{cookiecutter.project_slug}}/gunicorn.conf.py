@@ -15,9 +15,15 @@ bind = os.environ.get("GUNICORN_BIND") or f"0.0.0.0:{os.environ.get('PORT', '800
 # 5 x 4 threads let it reach 12-15 ms, for the same throughput. `gthread` still keeps idle
 # keep-alive connections open without tying up the process.
 workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 + 1))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+# gthread, but a connection gets a thread only once its whole request has come: a client
+# that sends half a request and waits holds no thread, and is answered 408 after `timeout`
+# (see http_worker.py; docs/reliability.md, "Slow clients").
+worker_class = os.environ.get(
+    "GUNICORN_WORKER_CLASS", "{{ cookiecutter.package_name }}.http_worker.BufferingWorker"
+)
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
-# The sender waits for our answer; a request stuck longer than this is better retried.
+# The sender waits for our answer; a request stuck longer than this is better retried. It
+# is also how long a request may take to arrive.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))

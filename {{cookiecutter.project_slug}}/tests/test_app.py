@@ -174,6 +174,10 @@ def test_a_body_over_the_limit_is_413_however_it_is_framed(client, redis_conn, s
 
 def test_unknown_path_and_wrong_method_use_the_error_shape(client):
     assert_error(client.get("/nope"), 404, "not_found")
+    response = client.post("/v1/webhooks", data=b"{}")
+    assert_error(response, 404, "not_found")
+    message = response.get_json()["error"]["message"]
+    assert message == f"Nothing is served at /v1/webhooks: the API posts webhooks to {PATH}."
     response = client.get(PATH)
     assert_error(response, 405, "method_not_allowed")
     assert "POST" in response.headers["Allow"]

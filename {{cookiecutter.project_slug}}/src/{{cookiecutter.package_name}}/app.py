@@ -20,7 +20,8 @@ import time
 
 import redis
 from flask import Flask, Request, Response, g, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from gunicorn.http.errors import ParseException
+from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
 from . import capture, events, history, logs, metrics, signature
 from .bookkeeping import Answered, Books
@@ -41,6 +42,7 @@ HTTP_ERROR_CODES = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
 }
 
@@ -59,6 +61,13 @@ def discard_rest_of_body(at_most: int) -> None:
         if not chunk:
             return
         at_most -= len(chunk)
+
+
+# What the server's input stream raises when the sender breaks the body's framing, which
+# is the sender's fault (a 400, no traceback): gunicorn's parse errors (a chunk size that is
+# not hex, a chunk without its CRLF) and an `OSError` for a connection that ends before the
+# body does (gunicorn's `NoMoreData`; Werkzeug's dev server on a bad chunk header).
+BODY_FRAMING_ERRORS = (ParseException, OSError, ValueError)
 
 
 def read_body(delivery: Request, limit: int) -> bytes:
@@ -131,6 +140,9 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     app.extensions["tw_intake"] = intake
     app.extensions["tw_settings"] = settings
 
+    def not_found(path: str) -> str:
+        return f"Nothing is served at {path}: the API posts webhooks to {settings.webhook_path}."
+
     # `g` and `request` are proxies, each use a lookup of the request's context: the hot
     # path reads each once (`_get_current_object`, Werkzeug's documented way to do so).
 
@@ -163,7 +175,14 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
 
     def receive_webhook() -> Response:
         state, delivery = g._get_current_object(), request._get_current_object()
-        body = read_body(delivery, settings.max_body_bytes)
+        try:
+            body = read_body(delivery, settings.max_body_bytes)
+        except TimeoutError:  # the web worker's deadline on a body that was still coming
+            raise ApiError(408, "request_timeout", "The body did not arrive in time.") from None
+        except BODY_FRAMING_ERRORS:
+            raise ApiError(
+                400, "malformed_body", "The body ended early or its chunked framing is broken."
+            ) from None
         try:
             matched = signature.check(
                 delivery.headers.get(signature.HEADER),
@@ -224,7 +243,12 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         status = exc.code or 500
         code = HTTP_ERROR_CODES.get(status, "http_error")
         g.outcome = code
-        message = too_large if status == 413 else exc.description or exc.name
+        if status == 413:
+            message = too_large
+        elif isinstance(exc, NotFound):
+            message = not_found(request.path)
+        else:
+            message = exc.description or exc.name
         response = error_response(status, code, message)
         if status == 405:
             response.headers["Allow"] = ", ".join(exc.valid_methods or ())
