@@ -43,7 +43,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text, current_timestamp
 from rq.worker import WorkerStatus
 
-from . import history
+from . import history, replication
 from .config import ConfigError, Settings
 from .connection import connect
 from .events import QUEUES
@@ -216,9 +216,19 @@ class Worker(SimpleWorker):
             except REDIS_DOWN as exc:
                 log.warning("job %s: cannot record its start yet (%s); retrying", job.id, exc)
                 time.sleep(1)
+        # With TW_REDIS_ACK_REPLICAS: no handler runs before the replicas hold the job's
+        # start (and so the end of the job before), for a new primary to know it runs.
+        if not replication.barrier(self.connection) and not _still_started(job, execution):
+            log.warning(
+                "job %s: its start was lost in a Redis failover; left to the new primary",
+                job.id,
+            )
+            self.executions.pop(execution.id, None)
+            return
         self._set_running((job, execution))
         try:
             self.perform_job(job, queue, execution)
+            replication.barrier(self.connection)  # the job's end, before the next starts
             self.set_state(WorkerStatus.IDLE)
         except REDIS_DOWN as exc:
             log.error(
@@ -260,6 +270,19 @@ class Worker(SimpleWorker):
             except redis.RedisError as exc:
                 log.warning("queue %s: could not look for abandoned jobs: %s", queue.name, exc)
         super().clean_registries()
+
+
+def _still_started(job: Job, execution) -> bool:
+    """Whether Redis (a new primary, after a failover) still records `execution` of `job`
+    as running: otherwise the job is back in its queue or intermediate list there, where
+    a worker (or the stranded-job sweep) takes it up, and this one must not run it."""
+    registry = job.started_job_registry
+    while True:
+        try:
+            return registry.connection.zscore(registry.key, execution.composite_key) is not None
+        except REDIS_DOWN as exc:
+            log.warning("job %s: cannot look up its start yet (%s); retrying", job.id, exc)
+            time.sleep(1)
 
 
 def _is_ours(job: Job) -> bool:
@@ -363,6 +386,7 @@ def build_worker(
     if connection is None:
         connection = connect(settings)
     history.TALLY.bind(connection)
+    replication.configure(settings)
     queues = open_queues(connection)
     names = queue_names or list(QUEUES)
     unknown = sorted(set(names) - set(queues))
