@@ -119,6 +119,9 @@ class Topology:
         best = max(set(named), key=named.count, default=None)
         return best if named.count(best) >= 2 else None
 
+    def sentinel(self, number: int) -> redis.Redis:
+        return redis.Redis(port=self.sentinel_ports[number])
+
     def master(self) -> redis.Redis:
         return redis.Redis(port=self.master_port())
 

@@ -22,9 +22,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 from failover_handlers import runs
 from processes import gunicorn, wait_for, worker
-from redis_topology import Topology
+from redis_topology import MASTER, Topology
 
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.intake import open_queues
@@ -251,3 +252,34 @@ def test_not_replicated_is_a_503_in_the_error_shape_for_first_receipts_and_dupli
         assert error["requestId"] == answer.headers["X-Request-Id"]
     plain = create_app(settings, redis_conn).test_client()
     assert signed_post(plain, event).status_code == 200  # it was stored all the same
+
+
+def test_a_demoted_primary_keeps_no_process_attached(tmp_path):
+    """`SENTINEL FAILOVER`: the old primary lives on as a replica, so a connection left on
+    it would get READONLY for every write. The receiver and the workers move over."""
+    envelopes = [make_event() for _ in range(200)]
+    with deployed(tmp_path, ack_replicas=1) as (nodes, url, runs_file):
+        old = nodes.primary_port
+        with Sender(url, envelopes, RATE) as sender:
+            time.sleep(0.7)
+            nodes.sentinel(0).sentinel_failover(MASTER)
+            nodes.wait_for_failover(old)
+            sender.finish(timeout=60)
+        assert len(sender.acknowledged) == len(envelopes), sender.answers
+        assert not [status for status, _ in sender.answers if status >= 500 and status != 503]
+        drain(nodes)
+        handled = runs(runs_file)
+        assert set(handled) == sender.acknowledged
+        assert set(handled.values()) == {1}
+        # Nobody talks to the demoted primary but the Sentinels (and this test): every
+        # process reconnected through them, none stays on a Redis that answers READONLY.
+        looking = redis.Redis(port=old)
+        me = looking.client_id()
+        others = [
+            client
+            for client in looking.client_list()
+            if int(client["id"]) != me
+            and "M" not in client["flags"]  # its link to the new primary
+            and not client["name"].startswith("sentinel-")
+        ]
+        assert others == []

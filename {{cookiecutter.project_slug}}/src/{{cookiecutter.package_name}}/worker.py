@@ -40,7 +40,7 @@ from rq import Queue, SimpleWorker
 from rq.exceptions import DequeueTimeout
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
-from rq.utils import as_text, current_timestamp
+from rq.utils import as_text, current_timestamp, now
 from rq.worker import WorkerStatus
 
 from . import history, replication
@@ -147,6 +147,8 @@ class Worker(SimpleWorker):
         self._stranded: dict[str, dict[str, float]] = {}
         self._running_lock = threading.Lock()
         self._heart: threading.Thread | None = None
+        # The primary's replication id when last looked, and when it last changed.
+        self._primary: tuple[str | None, float] = (None, float("-inf"))
 
     queue_class = MovingQueue
 
@@ -262,6 +264,9 @@ class Worker(SimpleWorker):
                     log.warning("job %s: heartbeat failed: %s", job.id, exc)
 
     def clean_registries(self) -> None:
+        if self._after_failover():
+            self.last_cleaned_at = now()  # RQ's own cleanup would take the same jobs
+            return
         for queue in self.queues:
             try:
                 requeue_abandoned(queue)
@@ -270,6 +275,24 @@ class Worker(SimpleWorker):
             except redis.RedisError as exc:
                 log.warning("queue %s: could not look for abandoned jobs: %s", queue.name, exc)
         super().clean_registries()
+
+    def _after_failover(self) -> bool:
+        """Whether Redis' primary changed less than `lost_after` seconds ago (a failover).
+
+        A promoted replica holds the running jobs' heartbeats as they were when it stopped
+        hearing from the old primary: a job whose worker is alive, waiting to reconnect,
+        looks abandoned there. Requeuing it would run its unfinished handler twice, so no
+        job counts as abandoned until the live workers' heartbeats have had `lost_after`
+        seconds to reach the new primary."""
+        replid = self.connection.info("replication").get("master_replid")
+        known, changed = self._primary
+        if known is not None and replid != known:
+            changed = time.monotonic()
+            log.warning(
+                "Redis has a new primary (failover); abandoned jobs wait %d s", self.lost_after
+            )
+        self._primary = (replid, changed)
+        return time.monotonic() - changed < self.lost_after
 
 
 def _still_started(job: Job, execution) -> bool:
