@@ -27,6 +27,7 @@ from failover_handlers import runs
 from processes import gunicorn, wait_for, worker
 from redis_topology import MASTER, Topology
 
+from {{ cookiecutter.package_name }} import metrics
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.intake import open_queues
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
@@ -239,6 +240,11 @@ def test_not_replicated_is_a_503_in_the_error_shape_for_first_receipts_and_dupli
     """The test's Redis has no replica: no write is ever confirmed."""
     from {{ cookiecutter.package_name }}.app import create_app
 
+    def sample(name: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, {"by": "intake"}) or 0.0
+
+    refused_before = sample("tw_redis_not_replicated_total")
+    waits_before = sample("tw_redis_replica_wait_seconds_sum")
     waiting = Settings(**{**settings.__dict__, "redis_ack_replicas": 1, "redis_ack_timeout_ms": 50})
     client = create_app(waiting, redis_conn).test_client()
     event = make_event()
@@ -250,6 +256,9 @@ def test_not_replicated_is_a_503_in_the_error_shape_for_first_receipts_and_dupli
         assert error["code"] == "not_replicated"
         assert "0 of 1 replica(s)" in error["message"]
         assert error["requestId"] == answer.headers["X-Request-Id"]
+    # Counted for operators: two refusals, each after a WAIT of about 50 ms.
+    assert sample("tw_redis_not_replicated_total") - refused_before == 2
+    assert sample("tw_redis_replica_wait_seconds_sum") - waits_before >= 0.1
     plain = create_app(settings, redis_conn).test_client()
     assert signed_post(plain, event).status_code == 200  # it was stored all the same
 
