@@ -84,7 +84,7 @@ class Topology:
         template = (DEPLOY / "sentinel.conf").read_text()
         config = self.directory / f"sentinel-{port}.conf"  # Sentinel rewrites its file
         config.write_text(
-            template.replace("redis-primary 6379", f"127.0.0.1 {self.primary_port}")
+            template.replace("tw-master redis 6379", f"{MASTER} 127.0.0.1 {self.primary_port}")
             + f"\nport {port}\nbind 127.0.0.1\ndir {self.directory}\n"
             f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
