@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 from failover_handlers import runs
-from processes import gunicorn, wait_for, worker
+from processes import cli, gunicorn, wait_for, worker
 from redis_topology import MASTER, Topology
 
 from {{ cookiecutter.package_name }} import metrics
@@ -292,3 +292,7 @@ def test_a_demoted_primary_keeps_no_process_attached(tmp_path):
             and not client["name"].startswith("sentinel-")
         ]
         assert others == []
+        # A command run now finds the new primary too.
+        listed = cli("events", "list", "--limit", "3", env=nodes.env(), timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stdout.count("processed") == 3, listed.stdout
