@@ -284,7 +284,10 @@ class Worker(SimpleWorker):
         looks abandoned there. Requeuing it would run its unfinished handler twice, so no
         job counts as abandoned until the live workers' heartbeats have had `lost_after`
         seconds to reach the new primary."""
-        replid = self.connection.info("replication").get("master_replid")
+        try:
+            replid = self.connection.info("replication").get("master_replid")
+        except redis.ResponseError:  # a managed Redis that keeps INFO to itself
+            return False
         known, changed = self._primary
         if known is not None and replid != known:
             changed = time.monotonic()
