@@ -296,3 +296,43 @@ def test_a_demoted_primary_keeps_no_process_attached(tmp_path):
         listed = cli("events", "list", "--limit", "3", env=nodes.env(), timeout=60)
         assert listed.returncode == 0, listed.stderr
         assert listed.stdout.count("processed") == 3, listed.stdout
+
+
+def test_a_primary_refusing_writes_for_want_of_replicas_answers_not_replicated(
+    redis_conn, settings, signed_post
+):
+    """`min-replicas-to-write` on a primary with no replica: Redis answers NOREPLICAS (in
+    a script's error on Redis 6), which is the same as too few confirmations."""
+    from {{ cookiecutter.package_name }}.app import create_app
+
+    client = create_app(settings).test_client()  # its own client, as deployed
+    redis_conn.config_set("min-replicas-to-write", 1)
+    try:
+        answer = signed_post(client, make_event())
+    finally:
+        redis_conn.config_set("min-replicas-to-write", 0)
+    assert answer.status_code == 503
+    error = answer.get_json()["error"]
+    assert error["code"] == "not_replicated"
+    assert "min-replicas-to-write" in error["message"]
+    assert signed_post(client, make_event()).status_code == 202
+
+
+def test_a_script_redis_lost_is_loaded_again_and_no_reply_is_left_behind(redis_conn, settings):
+    """The intake script and WAIT go out together: when Redis has lost the script, both
+    replies are read before it is loaded again, so no answer is taken for another's."""
+    from {{ cookiecutter.package_name }}.intake import Intake
+    from {{ cookiecutter.package_name }}.replication import NotReplicated
+
+    waiting = Settings(**{**settings.__dict__, "redis_ack_replicas": 1, "redis_ack_timeout_ms": 10})
+    intake = Intake(redis_conn, waiting)
+    event = make_event()
+    redis_conn.script_flush()
+    with pytest.raises(NotReplicated):  # stored, but no replica here to confirm it
+        intake.submit(event, secret_fingerprint="abc")
+    with pytest.raises(NotReplicated):
+        intake.submit(event, secret_fingerprint="abc")
+    # The same connection answers the next command with its own reply.
+    plain = Intake(redis_conn, settings)
+    assert plain.submit(event) is False  # a duplicate: it was stored the first time
+    assert plain.submit(make_event()) is True

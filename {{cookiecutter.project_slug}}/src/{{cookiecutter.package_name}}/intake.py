@@ -314,6 +314,10 @@ class Intake:
                 )
                 if added != -1:  # a refusal stored nothing: no replica has anything to hold
                     require(confirmed, self.replication, started)
+        except redis.ResponseError as exc:  # not a client of `connect()`: NOREPLICAS as is
+            if "NOREPLICAS" not in str(exc):
+                raise
+            raise NotReplicated(0, self.replication.replicas, None) from exc
         except NoReplicas as exc:  # the primary's min-replicas-to-write
             raise NotReplicated(0, self.replication.replicas, None) from exc
         if added == -1:
