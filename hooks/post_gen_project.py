@@ -24,7 +24,7 @@ from pathlib import Path
 
 # What each deploy target keeps; every other target's files are removed.
 DEPLOY_FILES: dict[str, tuple[str, ...]] = {
-    "docker": ("Dockerfile", ".dockerignore", "compose.yaml"),
+    "docker": ("Dockerfile", ".dockerignore", "compose.yaml", "compose.sentinel.yaml"),
     "systemd": ("deploy/systemd",),
     "procfile": ("Procfile",),
 }

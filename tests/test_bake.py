@@ -69,7 +69,7 @@ LEFTOVER_IN_MONITORING = re.compile(
 # The console's own Jinja templates are copied unrendered; only cookiecutter's names are left over.
 LEFTOVER_IN_CONSOLE_TEMPLATES = re.compile(r"cookiecutter\.(?!json\b)[A-Za-z_]")
 
-DOCKER_FILES = ("Dockerfile", ".dockerignore", "compose.yaml")
+DOCKER_FILES = ("Dockerfile", ".dockerignore", "compose.yaml", "compose.sentinel.yaml")
 PROCFILE_FILES = ("Procfile",)
 
 

@@ -153,6 +153,18 @@ CASES = [
     ),
 ]  # fmt: skip
 
+# --- Replicas' confirmations (TW_REDIS_ACK_REPLICAS) ------------------------------------
+CASES += [
+    Case(
+        "the replica stops confirming: intake refuses, workers wait; then it is back",
+        {'tw_redis_not_replicated_total{by="intake"}': "0 0 0 5 10 15 20 25 25x10",
+         'tw_redis_not_replicated_total{by="worker"}': "0 0 0 3 6 9 9x10"},
+        [("TWReplicasNotConfirming", 2, []),
+         ("TWReplicasNotConfirming", 5, [{"by": "intake"}, {"by": "worker"}]),
+         ("TWReplicasNotConfirming", 16, [])],
+    ),
+]  # fmt: skip
+
 
 def alert_rules() -> dict[str, dict]:
     groups = yaml.safe_load(RULES.read_text())["groups"]

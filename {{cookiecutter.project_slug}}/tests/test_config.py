@@ -110,3 +110,29 @@ def test_an_export_type_that_is_no_pattern_is_refused_by_the_parser(capsys):
         cli.main(["events", "export", "--type", "order*"])
     assert refused.value.code == 2
     assert "bad event type pattern 'order*'" in capsys.readouterr().err
+
+
+# --- TW_REDIS_ACK_REPLICAS / TW_REDIS_ACK_TIMEOUT_MS --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TW_REDIS_ACK_REPLICAS": "-1"}, "TW_REDIS_ACK_REPLICAS must be at least 0"),
+        ({"TW_REDIS_ACK_REPLICAS": "one"}, "TW_REDIS_ACK_REPLICAS must be a whole number"),
+        ({"TW_REDIS_ACK_REPLICAS": "17"}, "TW_REDIS_ACK_REPLICAS must be at most 16"),
+        # 0 would make WAIT block for ever; over 4 s a WAIT would outlast the socket timeout.
+        ({"TW_REDIS_ACK_TIMEOUT_MS": "0"}, "TW_REDIS_ACK_TIMEOUT_MS must be at least 1"),
+        ({"TW_REDIS_ACK_TIMEOUT_MS": "5000"}, "TW_REDIS_ACK_TIMEOUT_MS must be at most 4000"),
+    ],
+)
+def test_replica_acknowledgement_settings_are_checked(env, message):
+    with pytest.raises(ConfigError, match=message):
+        settings_from_env(env)
+
+
+def test_replica_acknowledgement_is_off_unless_asked_for():
+    settings = settings_from_env({})
+    assert (settings.redis_ack_replicas, settings.redis_ack_timeout_ms) == (0, 500)
+    settings = settings_from_env({"TW_REDIS_ACK_REPLICAS": "2", "TW_REDIS_ACK_TIMEOUT_MS": "250"})
+    assert (settings.redis_ack_replicas, settings.redis_ack_timeout_ms) == (2, 250)

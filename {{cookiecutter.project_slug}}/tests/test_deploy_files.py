@@ -450,3 +450,59 @@ def test_pre_commit_runs_the_pinned_ruff():
             [sys.executable, "-m", *hook["entry"].split(), "--help"], capture_output=True
         )
         assert proc.returncode == 0, hook["entry"]
+
+
+# --- compose.sentinel.yaml: a replica and three Sentinels ------------------------------
+# Docker cannot be assumed here: the file is checked against the Redis configs it mounts,
+# and `test_failover.py` runs those very configs with real redis-server processes.
+SENTINEL_COMPOSE = PROJECT_ROOT / "compose.sentinel.yaml"
+REDIS_SENTINEL_DIR = PROJECT_ROOT / "deploy" / "redis-sentinel"
+
+
+@needs(SENTINEL_COMPOSE)
+def test_compose_sentinel_wires_a_replica_three_sentinels_and_the_receiver_to_them():
+    from {{ cookiecutter.package_name }}.config import settings_from_env
+
+    services = yaml.safe_load(SENTINEL_COMPOSE.read_text())["services"]
+    base = compose()["services"]
+    sentinels = sorted(name for name in services if name.startswith("sentinel-"))
+    assert len(sentinels) == 3
+    # Every file the override mounts exists; each node and Sentinel keeps a volume of its own.
+    mounts = [v for s in services.values() for v in s.get("volumes", ()) if v.startswith("./")]
+    assert mounts and all((PROJECT_ROOT / m.split(":")[0]).is_file() for m in mounts)
+    data = [
+        v.split(":")[0] for s in services.values() for v in s.get("volumes", ()) if "/data" in v
+    ]
+    assert len(data) == len(set(data)) == 5
+    # The replica follows the compose file's Redis, the first primary.
+    replica = services["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 :] == ["redis", "6379"]
+    assert "redis" in base
+    # The Sentinels watch that Redis under the name the receiver asks for, two must agree.
+    monitor = re.search(
+        r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$",
+        (REDIS_SENTINEL_DIR / "sentinel.conf").read_text(),
+        re.MULTILINE,
+    )
+    name, host, port, quorum = monitor.groups()
+    assert (host, port, quorum) == ("redis", "6379", "2")
+    for app in ("web", "worker"):
+        env = services[app]["environment"]
+        settings = settings_from_env({**base[app]["environment"], **env})
+        assert settings.redis_sentinel_master == name
+        assert {host for host, _ in settings.redis_sentinels} == set(sentinels)
+        assert {port for _, port in settings.redis_sentinels} == {26379}
+        assert settings.redis_ack_replicas == 1
+
+
+def test_redis_sentinel_configs_turn_on_what_failover_needs():
+    """AOF on every node, and a primary that refuses writes with no replica in sync."""
+    config = dict(
+        line.split(None, 1)
+        for line in (REDIS_SENTINEL_DIR / "redis.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    assert config["appendonly"] == "yes"
+    assert config["maxmemory-policy"] == "noeviction"
+    assert int(config["min-replicas-to-write"]) >= 1
+    assert int(config["min-replicas-max-lag"]) > 0

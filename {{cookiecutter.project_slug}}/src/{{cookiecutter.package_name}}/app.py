@@ -28,6 +28,7 @@ from .bookkeeping import Answered, Books
 from .config import Settings, settings_from_env
 from .connection import connect
 from .intake import Intake, QueueFull
+from .replication import NotReplicated
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,13 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
             added = intake.submit(envelope, body, archive, fingerprints[matched])
         except QueueFull as exc:
             raise ApiError(429, "queue_full", f"Not stored: {exc}; retry later.") from None
+        except NotReplicated as exc:
+            # Maybe stored on the primary alone: the retry is a duplicate, or a first
+            # receipt on a new primary after a failover; either way nothing is lost.
+            log.warning("event %s not acknowledged: %s", envelope["id"], exc)
+            raise ApiError(
+                503, "not_replicated", f"Not acknowledged: {exc}; retry later."
+            ) from None
         except redis.RedisError as exc:
             log.error("event %s not stored, Redis failed: %s", envelope["id"], exc)
             raise ApiError(

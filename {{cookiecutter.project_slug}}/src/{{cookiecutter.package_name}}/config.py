@@ -20,6 +20,11 @@ REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
 DEFAULT_HANDLERS_PACKAGE = f"{__package__}.handlers"
 # The API's sandbox environment, for testing and certification (the API's docs).
 DEFAULT_API_BASE_URL = "https://api.sandbox.wholesaletickets.ca"
+# TW_REDIS_ACK_REPLICAS: more replicas than this is a typo, not a topology.
+MAX_ACK_REPLICAS = 16
+# TW_REDIS_ACK_TIMEOUT_MS must end well within the connection's 5 s socket timeout
+# (`connection.py`), or a slow WAIT would read as a lost Redis. 0 would make WAIT block.
+MAX_ACK_TIMEOUT_MS = 4000
 
 
 class ConfigError(Exception):
@@ -67,6 +72,9 @@ class Settings:
     ledger_retention_seconds: int = 30 * 24 * 3600  # an order's entry, after its last event
     # Lanes (`lanes.py`): what a lane does when its first event fails every retry.
     lane_on_failure: str = "block"
+    # Replicas that must confirm a write before it counts (`replication.py`); 0: no wait.
+    redis_ack_replicas: int = 0
+    redis_ack_timeout_ms: int = 500
 
     def require_secrets(self) -> tuple[str, ...]:
         """The signing secrets; raises when none is configured (the worker needs none)."""
@@ -209,6 +217,10 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         api_timeout_seconds=_int(env, "TW_API_TIMEOUT_SECONDS", 10, minimum=1),
         **_reconcile_settings(env),
         lane_on_failure=_lane_on_failure(env),
+        redis_ack_replicas=_int(env, "TW_REDIS_ACK_REPLICAS", 0, maximum=MAX_ACK_REPLICAS),
+        redis_ack_timeout_ms=_int(
+            env, "TW_REDIS_ACK_TIMEOUT_MS", 500, minimum=1, maximum=MAX_ACK_TIMEOUT_MS
+        ),
     )
 
 

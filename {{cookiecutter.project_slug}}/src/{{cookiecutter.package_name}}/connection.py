@@ -15,6 +15,7 @@ import hiredis
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import Script
+from redis.connection import DefaultParser
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -28,6 +29,26 @@ CONNECT_TIMEOUT_SECONDS = 2
 RETRY = Retry(ExponentialBackoff(cap=0.25, base=0.025), retries=1)
 
 
+class NoReplicas(redis.ConnectionError):
+    """The primary refused a write for want of replicas in sync (its
+    `min-replicas-to-write`). Like a Redis out of reach it passes, and it is met the same
+    way: the receiver answers 503, a worker waits and tries again, and redis-py's one
+    retry applies. redis-py does the same with a demoted primary's READONLY."""
+
+
+class _Parser(DefaultParser):
+    """redis-py's parser, with NOREPLICAS read as `NoReplicas`: as Redis 7 answers it, and
+    as Redis 6 wraps it in the error of a script that tried to write (RQ's, the intake's)."""
+
+    @classmethod
+    def parse_error(cls, response: str) -> redis.RedisError:
+        if response.startswith("NOREPLICAS ") or (
+            response.startswith("ERR Error running script") and "-NOREPLICAS " in response
+        ):
+            return NoReplicas(response)
+        return super().parse_error(response)
+
+
 def connect(settings: Settings) -> redis.Redis:
     """Return a client for the configured Redis (a pool is created, no I/O yet)."""
     options = {
@@ -35,6 +56,7 @@ def connect(settings: Settings) -> redis.Redis:
         "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
         "health_check_interval": 30,
         "retry": RETRY,
+        "parser_class": _Parser,
     }
     if settings.redis_sentinels:
         # REDIS_URL still carries the password, database and TLS choice for the master.
@@ -93,14 +115,29 @@ class ScriptRunner:
             self.client.script_load(script.script)
             return self._call(command)
 
-    def _call(self, command: bytes) -> object:
+    def run_and_wait(
+        self, script: Script, keys: Sequence, args: Sequence, wait: Sequence
+    ) -> tuple[object, int]:
+        """EVALSHA `script`, then `wait` (`WAIT replicas timeout`) on the same connection
+        in the same send (`replication.py`); return the script's reply and the replicas
+        that confirmed."""
+        evalsha = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        commands = hiredis.pack_command(evalsha) + hiredis.pack_command(tuple(wait))
+        try:
+            return self._call(commands, replies=2)
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(script.script)
+            return self._call(commands, replies=2)
+
+    def _call(self, command: bytes, replies: int = 1) -> object:
         connection = self._connection()
         # Connect (through Sentinel when configured) outside the command's retries, as
         # redis-py's client does: a Redis that cannot be reached fails after the
         # connection's own connect retries, not twice that.
         connection.connect()
+        send = _send if replies == 1 else _send_two
         return RETRY.call_with_retry(
-            lambda: _send(connection, command), lambda error: connection.disconnect()
+            lambda: send(connection, command), lambda error: connection.disconnect()
         )
 
     def _connection(self) -> redis.connection.AbstractConnection:
@@ -117,3 +154,16 @@ def _send(connection: redis.connection.AbstractConnection, command: bytes) -> ob
     connection.connect()  # a no-op unless a failed try dropped the connection
     connection.send_packed_command([command], check_health=False)
     return connection.read_response()
+
+
+def _send_two(connection: redis.connection.AbstractConnection, commands: bytes) -> tuple:
+    """Send two packed commands, read both replies; an error reply to the first (a script
+    Redis lost) is raised once the second's reply is read, so none is left behind."""
+    connection.connect()
+    connection.send_packed_command([commands], check_health=False)
+    try:
+        first = connection.read_response()
+    except redis.exceptions.ResponseError:
+        connection.read_response()
+        raise
+    return first, connection.read_response()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,8 +45,9 @@ from rq.serializers import JSONSerializer
 
 from .capture import STREAM_KEY as CAPTURE_STREAM_KEY
 from .config import Settings
-from .connection import ScriptRunner
+from .connection import NoReplicas, ScriptRunner
 from .events import QUEUES, queue_for
+from .replication import NotReplicated, Policy, require
 
 SEEN_PREFIX = "tw:seen:"
 # Hash: a signing secret's fingerprint -> unix seconds (Redis' clock) it last verified a
@@ -255,6 +257,7 @@ class Intake:
         self._enqueue_if_new = connection.register_script(ENQUEUE_IF_NEW)
         self.capture_max_events = settings.capture_max_events
         self._enqueue_and_capture = connection.register_script(ENQUEUE_IF_NEW_AND_CAPTURE)
+        self.replication = Policy.from_settings(settings)
 
     def submit(
         self,
@@ -271,7 +274,10 @@ class Intake:
         verified the delivery (`signature.fingerprint`), noted as in use now. Raises
         `QueueFull` when the event's queue is at `TW_MAX_QUEUE_DEPTH`, and
         `redis.RedisError` when Redis cannot be reached; nothing of the event is recorded
-        then.
+        then. With `TW_REDIS_ACK_REPLICAS`, raises `replication.NotReplicated` when too few
+        replicas confirmed in time: the event may be stored, but only on the primary. A
+        duplicate waits as well: the script's note of the secret's use is a write, so the
+        WAIT covers the first receipt's write too, whichever connection made it.
         """
         event_id = envelope["id"]
         queue = self.queues[queue_for(envelope["type"])]
@@ -294,13 +300,26 @@ class Intake:
         )  # fmt: skip
         fields = (*self._shared_fields[queue.name], *per_event)
         if capture and self.capture_max_events:
-            added = self._scripts.run(
-                self._enqueue_and_capture,
-                [*keys, CAPTURE_STREAM_KEY],
-                [*head, self.capture_max_events, len(capture), *capture, *fields],
-            )
+            script, keys = self._enqueue_and_capture, [*keys, CAPTURE_STREAM_KEY]
+            args = [*head, self.capture_max_events, len(capture), *capture, *fields]
         else:
-            added = self._scripts.run(self._enqueue_if_new, keys, [*head, *fields])
+            script, args = self._enqueue_if_new, [*head, *fields]
+        try:
+            if not self.replication.replicas:
+                added = self._scripts.run(script, keys, args)
+            else:
+                started = time.perf_counter()
+                added, confirmed = self._scripts.run_and_wait(
+                    script, keys, args, self.replication.command
+                )
+                if added != -1:  # a refusal stored nothing: no replica has anything to hold
+                    require(confirmed, self.replication, started)
+        except redis.ResponseError as exc:  # not a client of `connect()`: NOREPLICAS as is
+            if "NOREPLICAS" not in str(exc):
+                raise
+            raise NotReplicated(0, self.replication.replicas, None) from exc
+        except NoReplicas as exc:  # the primary's min-replicas-to-write
+            raise NotReplicated(0, self.replication.replicas, None) from exc
         if added == -1:
             raise QueueFull(queue.name, self.max_queue_depth)
         return bool(added)

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from rq import get_current_job
 
-from . import history, lanes, ledger, metrics
+from . import history, lanes, ledger, metrics, replication
 from .api import handler_run
 from .config import Settings, settings_from_env
 from .events import Event
@@ -129,7 +129,7 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
         done.add(handler.name)
         if job is not None:
             job.meta[DONE_META_KEY] = sorted(done)
-            _save_meta(job)
+            _save_meta(job, replicated=True)
     if failures:
         if job is not None:
             job.meta[FAILED_META_KEY] = sorted(failures)
@@ -150,8 +150,16 @@ def _remember_failures(job, failures: dict[str, BaseException]) -> None:
     _save_meta(job)
 
 
-def _save_meta(job) -> None:
-    """Save the job's meta, waiting out a short Redis outage rather than losing the record."""
+def _save_meta(job, replicated: bool = False) -> None:
+    """Save the job's meta, waiting out a short Redis outage rather than losing the record.
+
+    `replicated`: a handler's success mark, which the next handler or job waits for until
+    `TW_REDIS_ACK_REPLICAS` replicas hold it (`replication.persist`), so that a failover
+    cannot make a finished handler run again."""
+    if replicated and replication.POLICY.replicas:
+        meta = job._serialize_meta()
+        replication.persist(job.connection, lambda pipe: pipe.hset(job.key, "meta", meta))
+        return
     deadline = time.monotonic() + REMEMBER_PATIENCE_SECONDS
     while True:
         try:

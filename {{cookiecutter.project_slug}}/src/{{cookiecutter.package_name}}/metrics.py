@@ -116,6 +116,23 @@ HANDLER_FAILURES = Counter(
     registry=REGISTRY,
 )
 
+# --- Replicas' confirmations (TW_REDIS_ACK_REPLICAS, `replication.py`) -----------------
+REPLICA_WAIT = Histogram(
+    "tw_redis_replica_wait_seconds",
+    "Time from sending a write to the replicas' confirmation (WAIT), by who waited: "
+    "intake (the write and WAIT in one round trip) or worker.",
+    ["by"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+NOT_REPLICATED = Counter(
+    "tw_redis_not_replicated",
+    "WAITs that ended with fewer replicas than TW_REDIS_ACK_REPLICAS: deliveries answered "
+    "503 not_replicated (by=intake), or a worker's record waiting longer (by=worker).",
+    ["by"],
+    registry=REGISTRY,
+)
+
 
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None

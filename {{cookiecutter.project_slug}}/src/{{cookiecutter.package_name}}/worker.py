@@ -40,10 +40,10 @@ from rq import Queue, SimpleWorker
 from rq.exceptions import DequeueTimeout
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
-from rq.utils import as_text, current_timestamp
+from rq.utils import as_text, current_timestamp, now
 from rq.worker import WorkerStatus
 
-from . import history
+from . import history, replication
 from .config import ConfigError, Settings
 from .connection import connect
 from .events import QUEUES
@@ -155,6 +155,8 @@ class Worker(SimpleWorker):
         self._heart: threading.Thread | None = None
         # Lanes (`lanes.py`): a job without a lane handler costs them no Redis call.
         self.lanes = Lanes(self.connection, self.lost_after, lane_on_failure)
+        # The primary's replication id when last looked, and when it last changed.
+        self._primary: tuple[str | None, float] = (None, float("-inf"))
 
     queue_class = MovingQueue
 
@@ -236,10 +238,23 @@ class Worker(SimpleWorker):
             except REDIS_DOWN as exc:
                 log.warning("job %s: cannot record its start yet (%s); retrying", job.id, exc)
                 time.sleep(1)
+        # With TW_REDIS_ACK_REPLICAS: no handler runs before the replicas hold the job's
+        # start (and so the end of the job before), for a new primary to know it runs. A
+        # lane it joined is freed when its lease runs out, as for a lost worker.
+        if not replication.barrier(self.connection) and not _still_started(job, execution):
+            log.warning(
+                "job %s: its start was lost in a Redis failover; left to the new primary",
+                job.id,
+            )
+            self.executions.pop(execution.id, None)
+            return
         self._set_running((job, execution, ticket))
         parked = PARKED.set(ticket.parked_handlers if ticket is not None else frozenset())
         try:
             self.perform_job(job, queue, execution)
+            # The job's end and its handlers' marks, before the next job or the next event
+            # of its lanes starts.
+            replication.barrier(self.connection)
             if ticket is not None:
                 # No renewal of the lanes from here on: once released, they are not ours.
                 self._set_running((job, execution, None))
@@ -311,6 +326,9 @@ class Worker(SimpleWorker):
                     os._exit(70)
 
     def clean_registries(self) -> None:
+        if self._after_failover():
+            self.last_cleaned_at = now()  # RQ's own cleanup would take the same jobs
+            return
         for queue in self.queues:
             try:
                 requeue_abandoned(queue)
@@ -319,6 +337,40 @@ class Worker(SimpleWorker):
             except redis.RedisError as exc:
                 log.warning("queue %s: could not look for abandoned jobs: %s", queue.name, exc)
         super().clean_registries()
+
+    def _after_failover(self) -> bool:
+        """Whether Redis' primary changed less than `lost_after` seconds ago (a failover).
+
+        A promoted replica holds the running jobs' heartbeats as they were when it stopped
+        hearing from the old primary: a job whose worker is alive, waiting to reconnect,
+        looks abandoned there. Requeuing it would run its unfinished handler twice, so no
+        job counts as abandoned until the live workers' heartbeats have had `lost_after`
+        seconds to reach the new primary."""
+        try:
+            replid = self.connection.info("replication").get("master_replid")
+        except redis.ResponseError:  # a managed Redis that keeps INFO to itself
+            return False
+        known, changed = self._primary
+        if known is not None and replid != known:
+            changed = time.monotonic()
+            log.warning(
+                "Redis has a new primary (failover); abandoned jobs wait %d s", self.lost_after
+            )
+        self._primary = (replid, changed)
+        return time.monotonic() - changed < self.lost_after
+
+
+def _still_started(job: Job, execution) -> bool:
+    """Whether Redis (a new primary, after a failover) still records `execution` of `job`
+    as running: otherwise the job is back in its queue or intermediate list there, where
+    a worker (or the stranded-job sweep) takes it up, and this one must not run it."""
+    registry = job.started_job_registry
+    while True:
+        try:
+            return registry.connection.zscore(registry.key, execution.composite_key) is not None
+        except REDIS_DOWN as exc:
+            log.warning("job %s: cannot look up its start yet (%s); retrying", job.id, exc)
+            time.sleep(1)
 
 
 def _configuration_error(exc: BaseException | None) -> bool:
@@ -430,6 +482,7 @@ def build_worker(
     if connection is None:
         connection = connect(settings)
     history.TALLY.bind(connection)
+    replication.configure(settings)
     queues = open_queues(connection)
     names = queue_names or list(QUEUES)
     unknown = sorted(set(names) - set(queues))
