@@ -119,14 +119,14 @@ def main(argv=None) -> int:
             for run in range(args.runs):
                 pairs = [("no lane", "noop_handlers"), ("lane", "noop_lane_handlers")]
                 for name, handlers in pairs if run % 2 == 0 else pairs[::-1]:
-                    results[name].append(
-                        drain_with(
-                            project, args.package, server.url, conn, args.processes,
-                            handlers, orders, args.events,
-                        )  # fmt: skip
-                    )
+                    drained = drain_with(
+                        project, args.package, server.url, conn, args.processes,
+                        handlers, orders, args.events,
+                    )  # fmt: skip
+                    results[name].append(drained)
             ratios = [
-                lane[0] / plain[0] for lane, plain in zip(results["lane"], results["no lane"])
+                lane[0] / plain[0]
+                for lane, plain in zip(results["lane"], results["no lane"], strict=True)
             ]
             for name in ("no lane", "lane"):
                 medians = [statistics.median(r[i] for r in results[name]) for i in range(3)]
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
             rows.append((f"{label}: lane ÷ no lane (median of runs)", statistics.median(ratios)))
             cpu = [
                 (plain[1] + plain[2]) / (lane[1] + lane[2])
-                for lane, plain in zip(results["lane"], results["no lane"])
+                for lane, plain in zip(results["lane"], results["no lane"], strict=True)
             ]
             rows.append((f"{label}: CPU per event, no lane ÷ lane", statistics.median(cpu)))
 

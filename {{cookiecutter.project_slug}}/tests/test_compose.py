@@ -49,8 +49,16 @@ services:
       TW_HANDLERS_PACKAGE: ""
       TW_HANDLER_MODULES: recording_handlers
       PYTHONPATH: /test-handlers
+      TEST_RECORD_REDIS_URL: redis://{record}:6379/0
     volumes:
       - {handlers}:/test-handlers/recording_handlers.py:ro
+"""
+# With compose.sentinel.yaml the handlers' record lives apart from the Redis that fails
+# over, as a partner's database would.
+RECORD_SERVICE = """\
+  record:
+    image: redis:7-alpine
+    command: ["redis-server", "--appendonly", "yes"]
 """
 
 
@@ -90,7 +98,7 @@ def stand_in_images(docker: str) -> list[str]:
 class Stack:
     """One compose project of this test's own: its name, port, secret and commands."""
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, *extra_files: str):
         self.compose = compose_command()
         self.name = f"twcompose{os.getpid()}"
         self.image = f"{self.name}-app:test"
@@ -98,8 +106,11 @@ class Stack:
         self.secret = "whsec_" + secrets.token_hex(24)
         override = tmp_path / "compose.test.yaml"
         handlers = PROJECT_ROOT / "tests" / "recording_handlers.py"
-        override.write_text(OVERRIDE.format(image=self.image, handlers=handlers), encoding="utf-8")
-        self.files = ["-f", str(PROJECT_ROOT / "compose.yaml"), "-f", str(override)]
+        self.record = "record" if extra_files else "redis"
+        text = OVERRIDE.format(image=self.image, handlers=handlers, record=self.record)
+        override.write_text(text + (RECORD_SERVICE if extra_files else ""), encoding="utf-8")
+        files = [PROJECT_ROOT / "compose.yaml", *(PROJECT_ROOT / f for f in extra_files), override]
+        self.files = [arg for path in files for arg in ("-f", str(path))]
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("TW_")},
             "COMPOSE_PROJECT_NAME": self.name,
@@ -123,20 +134,20 @@ class Stack:
         return result.stdout
 
     def runs(self) -> dict[str, int]:
-        """The recording handlers' counts, read inside the Redis container (not published)."""
-        out = self.check("exec", "-T", "redis", "redis-cli", "--raw", "HGETALL", RUNS_KEY)
+        """The recording handlers' counts, read inside their Redis' container (not published)."""
+        out = self.check("exec", "-T", self.record, "redis-cli", "--raw", "HGETALL", RUNS_KEY)
         lines = out.split()
         return {key: int(value) for key, value in zip(lines[::2], lines[1::2], strict=True)}
 
-    def replay(self) -> str:
+    def replay(self, events: Path = SAMPLES) -> str:
         command = [sys.executable, "-m", PACKAGE, "replay", "--secret", self.secret]
         result = subprocess.run(
-            [*command, "--url", self.url + PATH, SAMPLES],
+            [*command, "--max-attempts", "20", "--url", self.url + PATH, events],
             cwd=PROJECT_ROOT,
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=300,
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
@@ -155,10 +166,10 @@ def healthy(url: str) -> bool:
 
 
 @pytest.fixture
-def stack(tmp_path, capsys):
+def stack(request, tmp_path, capsys):
     docker = require("docker")
     require_engine(docker)
-    made = Stack(tmp_path)
+    made = Stack(tmp_path, *getattr(request, "param", ()))
     imported = stand_in_images(docker)
     if imported:
         with capsys.disabled():
@@ -194,3 +205,42 @@ def test_compose_up_handles_the_samples_and_keeps_them_across_a_redis_restart(st
     for service in ("web", "worker"):
         uid = stack.check("exec", "-T", service, "id", "-u").strip()
         assert uid != "0", f"{service} runs as root"
+
+
+def sentinel_says(stack: Stack) -> str:
+    """The primary's address as the first Sentinel names it."""
+    ask = ("sentinel", "get-master-addr-by-name", "tw-master")
+    return stack.run("exec", "-T", "sentinel-1", "redis-cli", "-p", "26379", *ask).stdout.strip()
+
+
+@pytest.mark.parametrize("stack", [("compose.sentinel.yaml",)], indirect=True)
+def test_compose_sentinel_fails_over_without_losing_or_doubling_an_event(stack, tmp_path):
+    """compose.sentinel.yaml for real: the primary is killed after the samples were
+    acknowledged (each one confirmed by the replica), the Sentinels promote the replica,
+    the old primary comes back as its replica; then every sample is still a duplicate,
+    new events are handled, and no handler ran twice."""
+    samples = [d.envelope for d in read_events([str(SAMPLES)])]
+    stack.check("up", "--build", "-d", timeout=BUILD_TIMEOUT)
+    wait_for(lambda: healthy(stack.url), timeout=120)
+    first = stack.replay()
+    assert first.count(" accepted ") == len(samples), first
+    wait_for(lambda: stack.runs() == expected_runs(samples), timeout=120)
+
+    primary = wait_for(lambda: sentinel_says(stack), timeout=60)
+    stack.check("kill", "redis")
+    wait_for(lambda: sentinel_says(stack) not in ("", primary), timeout=90)
+    # One replica: writes wait (503, workers hold) until the old primary rejoins.
+    stack.check("start", "redis")
+
+    later = [{**event, "id": event["id"] + "_after"} for event in samples]
+    folder = tmp_path / "later"
+    folder.mkdir()
+    for number, event in enumerate(later):
+        (folder / f"{number}.json").write_text(json.dumps(event), encoding="utf-8")
+    second = stack.replay(folder)
+    assert second.count(" accepted ") == len(later), second
+    again = stack.replay()
+    assert again.count(" duplicate ") == len(samples), again
+    wait_for(lambda: stack.runs() == expected_runs(samples + later), timeout=120)
+    time.sleep(2)  # a wrongly queued second run would have had time to show
+    assert stack.runs() == expected_runs(samples + later)

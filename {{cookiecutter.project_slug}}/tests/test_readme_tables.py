@@ -62,7 +62,7 @@ def test_every_command_is_in_the_command_table():
 
 def test_the_gunicorn_variables_listed_are_those_its_config_reads():
     config = (PROJECT_ROOT / "gunicorn.conf.py").read_text(encoding="utf-8")
-    read = set(re.findall(r"os\.environ(?:\.get\(|\[)[\"']([A-Z_]+)[\"']", config))
+    read = set(re.findall(r"os\.environ(?:\.get\(\s*|\[)[\"']([A-Z_]+)[\"']", config))
     paragraph = re.search(r"^gunicorn reads its own settings.*?(?=\n\n)", README, re.M | re.S)
     assert paragraph, "the README no longer says which variables gunicorn.conf.py reads"
     listed = set(re.findall(r"`([A-Z][A-Z_]+)`", paragraph.group(0)))
