@@ -56,7 +56,7 @@ OPTION_SETS = [
     ),
 ]
 
-SLOW_TIMEOUT = 600
+SLOW_TIMEOUT = 1500  # the generated suite takes about 10 minutes on 2 shared cores
 
 # Leftover template syntax. Workflows are copied unrendered and use GitHub's own `${{ }}`.
 LEFTOVER = re.compile(r"\{\{|\{%|cookiecutter\.(?!json\b)[A-Za-z_]")

@@ -1,7 +1,7 @@
 """compose.yaml for real: build the image, bring Redis, the web tier and a worker up, send
 the signed samples to the published port, and check that each was handled once, that
 Redis kept what it acknowledged across `compose restart redis`, and that nothing runs as
-root.
+root. And compose.sentinel.yaml beside it: a Redis failover loses and doubles nothing.
 
 It needs a running Docker engine and compose (`docker compose`, or the older
 `docker-compose`); without them it is skipped with a line saying so, and fails under
