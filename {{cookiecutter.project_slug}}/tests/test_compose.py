@@ -207,10 +207,25 @@ def test_compose_up_handles_the_samples_and_keeps_them_across_a_redis_restart(st
         assert uid != "0", f"{service} runs as root"
 
 
+def ask_sentinel(stack: Stack, *words: str) -> list[str]:
+    """The first Sentinel's answer to `SENTINEL WORDS...`, one item a line."""
+    command = ("exec", "-T", "sentinel-1", "redis-cli", "-p", "26379", "--raw", "sentinel")
+    return stack.run(*command, *words).stdout.split()
+
+
 def sentinel_says(stack: Stack) -> str:
     """The primary's address as the first Sentinel names it."""
-    ask = ("sentinel", "get-master-addr-by-name", "tw-master")
-    return stack.run("exec", "-T", "sentinel-1", "redis-cli", "-p", "26379", *ask).stdout.strip()
+    return " ".join(ask_sentinel(stack, "get-master-addr-by-name", "tw-master"))
+
+
+def ready_to_fail_over(stack: Stack) -> bool:
+    """The Sentinels can promote the replica: they know it, it is in sync, and this one
+    has found its peers (a primary killed before that is simply down, with no failover)."""
+    replica = ask_sentinel(stack, "replicas", "tw-master")
+    peers = ask_sentinel(stack, "sentinels", "tw-master")
+    linked = "master-link-status" in replica
+    in_sync = linked and replica[replica.index("master-link-status") + 1] == "ok"
+    return in_sync and peers.count("name") >= 2
 
 
 @pytest.mark.parametrize("stack", [("compose.sentinel.yaml",)], indirect=True)
@@ -226,7 +241,8 @@ def test_compose_sentinel_fails_over_without_losing_or_doubling_an_event(stack, 
     assert first.count(" accepted ") == len(samples), first
     wait_for(lambda: stack.runs() == expected_runs(samples), timeout=120)
 
-    primary = wait_for(lambda: sentinel_says(stack), timeout=60)
+    primary = sentinel_says(stack)
+    wait_for(lambda: ready_to_fail_over(stack), timeout=60)
     stack.check("kill", "redis")
     wait_for(lambda: sentinel_says(stack) not in ("", primary), timeout=90)
     # One replica: writes wait (503, workers hold) until the old primary rejoins.
