@@ -181,14 +181,19 @@ def stack(request, tmp_path, capsys):
         subprocess.run([docker, "image", "rm", "-f", made.image], capture_output=True)
 
 
-def test_compose_up_handles_the_samples_and_keeps_them_across_a_redis_restart(stack):
+def up_with_the_samples_handled(stack: Stack) -> list[dict]:
+    """Build and start the stack, send the samples once, wait until each was handled."""
     samples = [d.envelope for d in read_events([str(SAMPLES)])]
     stack.check("up", "--build", "-d", timeout=BUILD_TIMEOUT)
     wait_for(lambda: healthy(stack.url), timeout=120)
-
     first = stack.replay()
     assert first.count(" accepted ") == len(samples), first
     wait_for(lambda: stack.runs() == expected_runs(samples), timeout=120)
+    return samples
+
+
+def test_compose_up_handles_the_samples_and_keeps_them_across_a_redis_restart(stack):
+    samples = up_with_the_samples_handled(stack)
 
     # Appendonly with fsync always: what Redis acknowledged is still there after a restart,
     # so the dedupe marks answer the same events as duplicates and no handler runs again.
@@ -234,12 +239,7 @@ def test_compose_sentinel_fails_over_without_losing_or_doubling_an_event(stack, 
     acknowledged (each one confirmed by the replica), the Sentinels promote the replica,
     the old primary comes back as its replica; then every sample is still a duplicate,
     new events are handled, and no handler ran twice."""
-    samples = [d.envelope for d in read_events([str(SAMPLES)])]
-    stack.check("up", "--build", "-d", timeout=BUILD_TIMEOUT)
-    wait_for(lambda: healthy(stack.url), timeout=120)
-    first = stack.replay()
-    assert first.count(" accepted ") == len(samples), first
-    wait_for(lambda: stack.runs() == expected_runs(samples), timeout=120)
+    samples = up_with_the_samples_handled(stack)
 
     primary = sentinel_says(stack)
     wait_for(lambda: ready_to_fail_over(stack), timeout=60)
