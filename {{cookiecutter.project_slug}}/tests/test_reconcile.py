@@ -234,6 +234,18 @@ def test_the_watermark_survives_a_restart_and_since_walks_back(
     assert refused.returncode == 2 and "want a duration" in refused.stderr
 
 
+def test_a_dry_first_pass_says_it_leaves_the_watermark_unset(
+    start_sandbox, settings, redis_conn, records
+):
+    config = reconciling(settings, start_lost(start_sandbox))
+    dry = reconcile.run_once(config, dry_run=True)
+    assert dry.outcome == "baseline" and "a dry run leaves it" in dry.summary()
+    assert reconcile.read_watermark(redis_conn) is None
+    real = reconcile.run_once(config)
+    assert "the watermark is set" in real.summary()
+    assert reconcile.read_watermark(redis_conn) is not None
+
+
 def test_without_updated_since_the_list_is_walked_newest_first_down_to_the_watermark(
     start_sandbox, settings, redis_conn, run_worker, records
 ):

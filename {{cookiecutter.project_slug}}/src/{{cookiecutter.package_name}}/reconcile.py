@@ -246,8 +246,10 @@ class Report:
         if self.watermark:
             moment = datetime.fromtimestamp(self.watermark[0], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             text += f"; watermark {moment} {self.watermark[1]}".rstrip()
-        if self.outcome == "baseline":
+        if self.outcome == "baseline" and self.watermark:
             text = "reconcile: first pass, the watermark is set; later passes start from it"
+        elif self.outcome == "baseline":  # a dry run leaves the watermark alone
+            text = "reconcile: first pass; it would only set the watermark (a dry run leaves it)"
         return text + (f"; stopped: {self.error}" if self.error else "")
 
 
