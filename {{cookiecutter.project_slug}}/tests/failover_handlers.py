@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from {{ cookiecutter.package_name }}.events import Event
-from {{ cookiecutter.package_name }}.registry import on
+from {{ cookiecutter.package_name }}.routing import on
 
 
 @on("*")

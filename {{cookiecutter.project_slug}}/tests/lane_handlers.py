@@ -18,7 +18,7 @@ import time
 import redis
 
 from {{ cookiecutter.package_name }}.events import Event
-from {{ cookiecutter.package_name }}.registry import on
+from {{ cookiecutter.package_name }}.routing import on
 
 RUNS_PREFIX = "test:lane:runs:"  # list per order: one JSON entry per run of `apply`
 INFLIGHT_PREFIX = "test:lane:inflight:"

@@ -13,7 +13,7 @@ import redis
 
 from {{ cookiecutter.package_name }}.api import ApiError, api
 from {{ cookiecutter.package_name }}.events import Event
-from {{ cookiecutter.package_name }}.registry import on
+from {{ cookiecutter.package_name }}.routing import on
 
 RUNS_KEY = "test:transitions"  # hash: "<order>:<status>" -> handler runs
 SYNTHETIC_KEY = "test:synthetic"  # set of "<order>:<status>" delivered by a synthetic event

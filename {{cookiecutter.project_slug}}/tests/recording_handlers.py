@@ -9,7 +9,7 @@ import os
 import redis
 
 from {{ cookiecutter.package_name }}.events import Event
-from {{ cookiecutter.package_name }}.registry import on
+from {{ cookiecutter.package_name }}.routing import on
 
 RUNS_KEY = "test:runs"  # hash: "<handler>:<event id>" -> number of runs
 

@@ -13,7 +13,7 @@ import time
 import redis
 
 from {{ cookiecutter.package_name }}.events import Event
-from {{ cookiecutter.package_name }}.registry import on
+from {{ cookiecutter.package_name }}.routing import on
 
 STARTS_KEY = "test:slow:starts"  # hash: event id -> times `slow` started
 FINISHES_KEY = "test:slow:finishes"  # hash: event id -> times `slow` finished

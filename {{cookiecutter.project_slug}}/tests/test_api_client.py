@@ -371,9 +371,9 @@ def test_a_handler_calls_the_api_through_the_shared_client(
     api_sandbox, make_event, signed_post, client, run_worker, event_status
 ):
     from {{ cookiecutter.package_name }}.handlers import Event, api, on
-    from {{ cookiecutter.package_name }}.registry import registry
+    from {{ cookiecutter.package_name }}.routing import routes
 
-    registry.clear_handlers()  # this test's handler alone (put back after the test)
+    routes.clear_handlers()  # this test's handler alone (put back after the test)
     placed = []
 
     @on("order.created")

@@ -13,7 +13,7 @@ from {{ cookiecutter.package_name }} import capture, metrics, replay
 from {{ cookiecutter.package_name }}.app import QUEUE_FULL_RETRY_AFTER_SECONDS, create_app
 from {{ cookiecutter.package_name }}.config import ConfigError, Settings, settings_from_env
 from {{ cookiecutter.package_name }}.intake import Intake, QueueFull, is_seen
-from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, run_worker, signed_post
 
 DEPTH = 3
@@ -26,7 +26,7 @@ def limited(settings):
 
 @pytest.fixture
 def limited_client(limited, redis_conn):
-    registry.clear_handlers()  # nothing to run; `testing` puts the handlers back after
+    routes.clear_handlers()  # nothing to run; `testing` puts the handlers back after
     return create_app(limited, connection=redis_conn).test_client()
 
 

@@ -15,13 +15,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq.serializers import JSONSerializer
 
-from {{ cookiecutter.package_name }} import capture, cli, history, inspect_events
+from {{ cookiecutter.package_name }} import capture, cli, inspect_events, tallies
 from {{ cookiecutter.package_name }}.app import create_app as create_receiver
 from {{ cookiecutter.package_name }}.console import app as console_app
 from {{ cookiecutter.package_name }}.console.security import COOKIE, check_binding
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.intake import open_queues
-from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, run_worker, signed_headers
 from {{ cookiecutter.package_name }}.worker import Worker, requeue_abandoned
 
@@ -32,7 +32,7 @@ HOSTILE = '<script>alert("x")</script> \' " & ünïcødé ☃ ' + "z" * 5000
 @pytest.fixture
 def state():
     """`books` succeeds for orders; `mails` fails for orders while `broken` is set."""
-    registry.clear_handlers()  # the plugin's autouse fixture puts the project's back
+    routes.clear_handlers()  # the plugin's autouse fixture puts the project's back
     switch = {"broken": True}
 
     def books(event):
@@ -42,8 +42,8 @@ def state():
         if switch["broken"]:
             raise ConnectionRefusedError("mail server down")
 
-    registry.on("order.*")(books)
-    registry.on("order.*")(mails)
+    routes.on("order.*")(books)
+    routes.on("order.*")(mails)
     return switch
 
 
@@ -88,7 +88,7 @@ def mixed(state, receiver, settings, redis_conn):
     run_worker(redis_conn, settings)
     queued = make_event("order.confirmed")
     deliver(receiver, queued)
-    history.TALLY.flush()
+    tallies.TALLY.flush()
     return {"processed": price, "failed": order, "queued": queued}
 
 
@@ -116,7 +116,7 @@ def test_the_charts_read_out_only_the_busy_minutes_and_a_quiet_hour_in_one_line(
     assert "No deliveries in the last hour." in quiet and "No runs in the last hour." in quiet
     assert "<svg" not in quiet and "UTC: none" not in quiet
     deliver(receiver, *[make_event("price.updated") for _ in range(3)])
-    history.TALLY.flush()
+    tallies.TALLY.flush()
     busy = text(console.get("/"))
     # One title per minute that had deliveries (two if the test straddles a minute).
     titles = re.findall(r"<title>\d\d:\d\d UTC: (\d+) accepted, 0 duplicate, [^<]*</title>", busy)
@@ -550,14 +550,14 @@ def test_a_lone_surrogate_in_an_event_is_shown_as_its_escape(
     """JSON may escape half of a UTF-16 pair on its own (`"\\ud800"`); UTF-8 has no such
     character. The receiver takes the event as sent, the handler gets it, and every page
     shows it, escaped as it came, rather than a 500."""
-    registry.clear_handlers()
+    routes.clear_handlers()
     seen = []
 
     def notes(event):
         seen.append(event.object["note"])
         raise ValueError("bad note " + event.object["note"])
 
-    registry.on("order.created")(notes)
+    routes.on("order.created")(notes)
     event = make_event("order.created", {"id": "ord_1", "note": "half \ud800 of a pair"})
     body = json.dumps(event).encode()
     assert b"\\ud800" in body

@@ -17,7 +17,7 @@ from console_handlers import BROKEN_KEY
 from external_tools import require
 from processes import PACKAGE, gunicorn, project_env, running, wait_for, wait_until_up, worker
 
-from {{ cookiecutter.package_name }} import history, inspect_events
+from {{ cookiecutter.package_name }} import inspect_events, tallies
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
 
@@ -119,11 +119,11 @@ def test_see_filter_open_retry_and_export_in_a_browser(
         # The processes send their counts every few seconds; the charts need them.
         wait_for(
             lambda: (
-                sum(sum(c.values()) for _m, c in history.read(redis_conn, history.HANDLERS, 2))
-                and sum(c.get("accepted", 0) for _m, c in history.read(redis_conn, "deliveries", 2))
+                sum(sum(c.values()) for _m, c in tallies.read(redis_conn, tallies.HANDLERS, 2))
+                and sum(c.get("accepted", 0) for _m, c in tallies.read(redis_conn, "deliveries", 2))
                 == len(events)
             ),
-            timeout=history.FLUSH_SECONDS * 3,
+            timeout=tallies.FLUSH_SECONDS * 3,
         )
 
         # The overview: one failed event, and the last hour in charts.

@@ -130,7 +130,7 @@ def test_dev_runs_everything_and_ctrl_c_leaves_no_process(tmp_path, redis_url, r
 HOT_HANDLER = """
 import time
 
-from {{ cookiecutter.package_name }}.registry import on
+from {{ cookiecutter.package_name }}.routing import on
 
 
 @on("order.created")
@@ -140,7 +140,7 @@ def hot(event):
     print("{version} end", event.id, flush=True)
 """
 ADDED_HANDLER = """
-from {{ cookiecutter.package_name }}.registry import on
+from {{ cookiecutter.package_name }}.routing import on
 
 
 @on("order.created")

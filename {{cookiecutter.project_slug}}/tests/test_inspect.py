@@ -8,7 +8,7 @@ from processes import PACKAGE
 from {{ cookiecutter.package_name }} import cli, inspect_events
 from {{ cookiecutter.package_name }}.config import ConfigError
 from {{ cookiecutter.package_name }}.intake import Intake
-from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import make_event, run_worker
 
 
@@ -16,7 +16,7 @@ from {{ cookiecutter.package_name }}.testing import make_event, run_worker
 def handlers():
     """Two handlers for orders: `books` always succeeds, `mails` fails while `broken` is set.
     Returns the run log and the switch."""
-    registry.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
+    routes.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
     runs: list[tuple[str, str]] = []
     state = {"broken": False}
 
@@ -28,8 +28,8 @@ def handlers():
         if state["broken"]:
             raise ConnectionRefusedError("mail server down")
 
-    registry.on("order.*")(books)
-    registry.on("order.*")(mails)
+    routes.on("order.*")(books)
+    routes.on("order.*")(mails)
     return runs, state
 
 
@@ -130,10 +130,10 @@ def test_a_configuration_error_fails_at_once_and_retry_runs_it_after_the_fix(
 ):
     from {{ cookiecutter.package_name }}.api import api
 
-    registry.clear_handlers()
+    routes.clear_handlers()
     runs = []
 
-    @registry.on("order.created")
+    @routes.on("order.created")
     def confirm(event):
         runs.append(event.id)
         api.health()
@@ -161,13 +161,13 @@ def test_a_configuration_error_fails_at_once_and_retry_runs_it_after_the_fix(
 def test_other_failures_beside_a_configuration_error_keep_their_retries(
     settings, redis_conn, monkeypatch
 ):
-    registry.clear_handlers()
+    routes.clear_handlers()
 
-    @registry.on("order.created")
+    @routes.on("order.created")
     def confirm(event):
         raise ConfigError("TW_SOMETHING is not set")
 
-    @registry.on("order.created")
+    @routes.on("order.created")
     def mail(event):
         raise ConnectionRefusedError("mail server down")
 

@@ -12,14 +12,14 @@ from rq.serializers import JSONSerializer
 from {{ cookiecutter.package_name }}.config import Settings, settings_from_env
 from {{ cookiecutter.package_name }}.intake import Intake
 from {{ cookiecutter.package_name }}.jobs import DONE_META_KEY
-from {{ cookiecutter.package_name }}.registry import Registry, registry
+from {{ cookiecutter.package_name }}.routing import Routes, routes
 from {{ cookiecutter.package_name }}.testing import make_event, run_worker
 
 
 @pytest.fixture
 def calls():
     """Swap the sample handlers for recording ones."""
-    registry.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
+    routes.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
     log: list[tuple[str, str]] = []
     return log
 
@@ -53,18 +53,18 @@ def test_the_in_process_worker_gives_the_signals_back(settings, redis_conn):
 
 
 def test_exact_family_and_catch_all_handlers_all_run(calls, settings, redis_conn):
-    registry.on("order.created")(record("exact", calls))
-    registry.on("order.*")(record("family", calls))
-    registry.on("*")(record("everything", calls))
-    registry.on("price.updated")(record("prices", calls))
+    routes.on("order.created")(record("exact", calls))
+    routes.on("order.*")(record("family", calls))
+    routes.on("*")(record("everything", calls))
+    routes.on("price.updated")(record("prices", calls))
     event = submit(redis_conn, settings, make_event("order.created"))
     run_worker(redis_conn, settings)
     assert calls == [("exact", event["id"]), ("family", event["id"]), ("everything", event["id"])]
 
 
 def test_unknown_types_reach_only_catch_all_handlers(calls, settings, redis_conn):
-    registry.on("order.*")(record("orders", calls))
-    registry.on("*")(record("everything", calls))
+    routes.on("order.*")(record("orders", calls))
+    routes.on("*")(record("everything", calls))
     event = submit(redis_conn, settings, make_event("inventory.updated"))
     run_worker(redis_conn, settings)
     assert calls == [("everything", event["id"])]
@@ -77,8 +77,8 @@ def test_event_without_handlers_is_finished_not_failed(calls, settings, redis_co
 
 
 def test_failing_handler_is_retried_alone(calls, settings, redis_conn):
-    registry.on("order.*")(record("books", calls))
-    registry.on("order.*")(record("flaky", calls, fail_times=2))
+    routes.on("order.*")(record("books", calls))
+    routes.on("order.*")(record("flaky", calls, fail_times=2))
     event = submit(redis_conn, settings, make_event("order.confirmed"))
     run_worker(redis_conn, settings)
     assert [name for name, _ in calls] == ["books", "flaky", "flaky", "flaky"]
@@ -88,7 +88,7 @@ def test_failing_handler_is_retried_alone(calls, settings, redis_conn):
 
 
 def test_exhausted_retries_land_in_the_failed_registry(calls, settings, redis_conn):
-    registry.on("price.updated")(record("broken", calls, fail_times=99))
+    routes.on("price.updated")(record("broken", calls, fail_times=99))
     event = submit(redis_conn, settings, make_event("price.updated"))
     run_worker(redis_conn, settings)
     assert len(calls) == 1 + settings.retry_max
@@ -105,7 +105,7 @@ def test_retry_delays_grow_exponentially():
 
 def test_scheduled_retry_uses_the_backoff(calls, settings, redis_conn):
     settings = dataclasses.replace(settings, retry_max=2, retry_base_seconds=30)
-    registry.on("order.created")(record("flaky", calls, fail_times=1))
+    routes.on("order.created")(record("flaky", calls, fail_times=1))
     event = submit(redis_conn, settings, make_event("order.created"))
     run_worker(redis_conn, settings)
     job = Job.fetch(event["id"], connection=redis_conn, serializer=JSONSerializer)
@@ -115,7 +115,7 @@ def test_scheduled_retry_uses_the_backoff(calls, settings, redis_conn):
 
 def test_one_function_on_two_matching_patterns_runs_once(calls, settings, redis_conn):
     handler = record("twice", calls)
-    registry.on("order.created", "order.*")(handler)
+    routes.on("order.created", "order.*")(handler)
     submit(redis_conn, settings, make_event("order.created"))
     run_worker(redis_conn, settings)
     assert len(calls) == 1
@@ -124,7 +124,7 @@ def test_one_function_on_two_matching_patterns_runs_once(calls, settings, redis_
 @pytest.mark.parametrize("pattern", ["", "order*", "*.created", "order.*.x*"])
 def test_bad_patterns_are_refused(pattern):
     with pytest.raises(ValueError, match="pattern"):
-        Registry().on(pattern)
+        Routes().on(pattern)
 
 
 def handler_package(root, name, modules):
@@ -136,7 +136,7 @@ def handler_package(root, name, modules):
     for module, event_type in modules.items():
         (package / f"{module}.py").write_text(
             f"from . import ran\n"
-            f"from {{ cookiecutter.package_name }}.registry import on\n"
+            f"from {{ cookiecutter.package_name }}.routing import on\n"
             f"@on({event_type!r})\n"
             f"def handle(event):\n"
             f"    ran.append(({module!r}, event.id))\n"
@@ -158,7 +158,7 @@ def test_every_module_of_a_handlers_package_is_loaded(settings, redis_conn, tmp_
 def test_handler_modules_come_from_the_package_setting_and_the_extra_modules(tmp_path, monkeypatch):
     handler_package(tmp_path, "partner_main", {"orders": "order.created"})
     (tmp_path / "partner_extra.py").write_text(
-        "from {{ cookiecutter.package_name }}.registry import on\n"
+        "from {{ cookiecutter.package_name }}.routing import on\n"
         "@on('order.created')\n"
         "def partner(event):\n"
         "    pass\n"
@@ -167,9 +167,9 @@ def test_handler_modules_come_from_the_package_setting_and_the_extra_modules(tmp
     env = {"TW_HANDLERS_PACKAGE": "partner_main", "TW_HANDLER_MODULES": "partner_extra"}
     modules = settings_from_env(env).handler_modules
     assert modules == ("partner_main", "partner_extra")
-    registry.clear()
-    registry.load(modules)
-    names = [h.name for h in registry.handlers_for("order.created")]
+    routes.clear()
+    routes.load(modules)
+    names = [h.name for h in routes.handlers_for("order.created")]
     assert names == ["partner_main.orders.handle", "partner_extra.partner"]
 
 

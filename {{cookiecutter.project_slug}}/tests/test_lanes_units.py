@@ -10,7 +10,7 @@ from {{ cookiecutter.package_name }}.config import ConfigError, settings_from_en
 from {{ cookiecutter.package_name }}.console import app as console_app
 from {{ cookiecutter.package_name }}.events import Event
 from {{ cookiecutter.package_name }}.intake import Intake, open_queues
-from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import make_event, run_worker
 from {{ cookiecutter.package_name }}.worker import MovingQueue
 
@@ -30,7 +30,7 @@ def lane_handler(request):
     """`apply` in a lane per order: by name (Redis works out the lanes of a job taken
     earlier) or by a function of the event (the worker reads that job and says)."""
     lane = "order" if request.param == "order" else (lambda event: event.object["id"])
-    registry.on("order.*", lane=lane)(apply)
+    routes.on("order.*", lane=lane)(apply)
 
 
 def take(settings, redis_conn, *events):
@@ -68,8 +68,8 @@ def test_a_job_taken_later_never_overtakes_one_taken_earlier(lane_handler, setti
 
 
 def test_a_job_without_a_lane_handler_costs_the_lanes_no_redis_call(settings, redis_conn):
-    registry.on("order.*")(apply)
-    registry.on("price.updated", lane="listing")(apply)  # lanes exist, not for orders
+    routes.on("order.*")(apply)
+    routes.on("price.updated", lane="listing")(apply)  # lanes exist, not for orders
     (job,), queue = take(settings, redis_conn, make_event("order.created", {"id": "ord_1"}))
     redis_conn.connection_pool.disconnect()
     lane_set = lanes.Lanes(redis_conn, lease_seconds=20)
@@ -81,8 +81,8 @@ def test_an_event_woken_while_it_ends_its_run_is_queued_once(settings, redis_con
     """B ran its lane-free handler while A held the lane. A's release sees B 'finished' by
     RQ and queues it; B's own end, just after, must not queue it a second time (it would
     then run twice at once)."""
-    registry.on("order.*", lane="order")(apply)
-    registry.on("order.*")(tally)
+    routes.on("order.*", lane="order")(apply)
+    routes.on("order.*")(tally)
     events = (
         make_event("order.created", {"id": "ord_1"}),
         make_event("order.cancelled", {"id": "ord_1"}),
@@ -140,9 +140,9 @@ def test_a_blocked_lane_is_scraped_with_its_age(lane_handler, settings, redis_co
 
 def test_lane_takes_a_name_or_a_function():
     with pytest.raises(ValueError, match="lane="):
-        registry.on("order.*", lane="")
-    registry.on("price.updated", lane=lambda event: event.object["listingId"])(apply)
-    handler = registry.handlers_for("price.updated")[0]
+        routes.on("order.*", lane="")
+    routes.on("price.updated", lane=lambda event: event.object["listingId"])(apply)
+    handler = routes.handlers_for("price.updated")[0]
     event = Event.from_dict(make_event("price.updated", {"listingId": "lst_9"}))
     assert lanes.lanes_of([handler], event) == {f"{__name__}.apply:lst_9": handler}
 
@@ -161,7 +161,7 @@ def test_the_console_overview_shows_a_blocked_lane(settings, redis_conn):
     def refuses(event):
         raise RuntimeError("no")
 
-    registry.on("order.*", lane="order")(refuses)
+    routes.on("order.*", lane="order")(refuses)
     intake = Intake(redis_conn, settings)
     first = make_event("order.created", {"id": "ord_9"})
     intake.submit(first)

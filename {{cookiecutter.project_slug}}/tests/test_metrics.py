@@ -31,7 +31,7 @@ from {{ cookiecutter.package_name }}.metrics import (
     serve_receiver_metrics,
     serve_worker_metrics,
 )
-from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, signed_headers
 from {{ cookiecutter.package_name }}.worker import build_worker
 
@@ -74,8 +74,8 @@ def delta(before: dict, after: dict, name: str, **labels: str) -> float:
 @pytest.fixture
 def handlers():
     """Swap the sample handlers for the test's own."""
-    registry.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
-    return registry
+    routes.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
+    return routes
 
 
 # --- the web tier ----------------------------------------------------------------------

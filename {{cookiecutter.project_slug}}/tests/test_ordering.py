@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from {{ cookiecutter.package_name }}.events import Event
 from {{ cookiecutter.package_name }}.ordering import is_newest, mark_key, newest_only
-from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import make_event
 
 
@@ -97,7 +97,7 @@ def test_accepted_events_always_move_forward(redis_server_url, order):
 @pytest.fixture
 def prices(redis_conn):
     """Two price handlers, one guarded and one not, storing the current price per listing."""
-    registry.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
+    routes.clear_handlers()  # `testing._handlers_under_test` puts them back after the test
 
     @newest_only(key=lambda e: e.object["listingId"])
     def guarded(e):
@@ -106,8 +106,8 @@ def prices(redis_conn):
     def unguarded(e):
         redis_conn.hset("test:unguarded", e.object["listingId"], e.object["price"]["amount"])
 
-    registry.on("price.updated")(guarded)
-    registry.on("price.updated")(unguarded)
+    routes.on("price.updated")(guarded)
+    routes.on("price.updated")(unguarded)
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -9,7 +9,7 @@ import pytest
 from processes import PROJECT_ROOT
 
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.sandbox.server import serving
 
 ROUNDS = 4
@@ -24,9 +24,9 @@ def readme_example() -> str:
 
 @pytest.fixture
 def example_handlers():
-    registry.clear_handlers()  # the README's alone (put back after the test)
+    routes.clear_handlers()  # the README's alone (put back after the test)
     exec(compile(readme_example(), "README.md", "exec"), {"__name__": "readme_example"})
-    assert registry.handlers_for("price.updated") or registry.handlers_for("order.created")
+    assert routes.handlers_for("price.updated") or routes.handlers_for("order.created")
 
 
 def test_the_readme_api_example_does_not_feed_itself(

@@ -13,7 +13,7 @@ from {{ cookiecutter.package_name }} import cli, inspect_events
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.inspect_events import EventFilter, EventInfo, parse_moment
 from {{ cookiecutter.package_name }}.intake import Intake
-from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import make_event, run_worker, signed_post
 
 NOW = 1_764_547_200.0  # 2025-12-01T00:00:00Z
@@ -23,7 +23,7 @@ NOW = 1_764_547_200.0  # 2025-12-01T00:00:00Z
 def handlers():
     """`books` takes orders, `mails` orders and prices, `audit` everything; each raises
     while its name is in the returned set."""
-    registry.clear_handlers()  # `testing._only_project_handlers` puts them back after the test
+    routes.clear_handlers()  # `testing._only_project_handlers` puts them back after the test
     broken: set[str] = set()
 
     def books(event):
@@ -38,10 +38,10 @@ def handlers():
         if "audit" in broken:
             raise RuntimeError("audit store down")
 
-    registry.on("order.*")(books)
-    registry.on("order.*")(mails)
-    registry.on("price.*")(mails)
-    registry.on("*")(audit)
+    routes.on("order.*")(books)
+    routes.on("order.*")(mails)
+    routes.on("price.*")(mails)
+    routes.on("*")(audit)
     return broken
 
 

@@ -11,7 +11,7 @@ import pytest
 from {{ cookiecutter.package_name }} import cli, inspect_events, metrics
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.intake import SECRETS_USED_KEY, Intake, secrets_last_verified
-from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.signature import check, fingerprint, sign
 from {{ cookiecutter.package_name }}.testing import make_event, signed_post
 
@@ -43,7 +43,7 @@ def test_a_fingerprint_is_short_stable_distinct_and_not_the_secret():
 @pytest.fixture
 def rotating(settings, redis_conn):
     """A receiver in the middle of a rotation: TW_WEBHOOK_SECRETS=new,old."""
-    registry.clear_handlers()
+    routes.clear_handlers()
     rotation = dataclasses.replace(settings, secrets=(NEW, OLD))
     return create_app(rotation, connection=redis_conn).test_client()
 

@@ -23,8 +23,8 @@ from flask import Flask, Request, Response, g, request
 from gunicorn.http.errors import ParseException
 from werkzeug.exceptions import HTTPException, NotFound, RequestEntityTooLarge
 
-from . import capture, events, history, logs, metrics, signature
-from .bookkeeping import Answered, Books
+from . import capture, events, logs, metrics, signature, tallies
+from .answered import Answered, Books
 from .config import Settings, settings_from_env
 from .connection import connect
 from .intake import Intake, QueueFull
@@ -127,7 +127,7 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
         connection = connect(settings)
     intake = Intake(connection, settings)
     books = Books() if batched else Books(interval=None)
-    history.TALLY.bind(connection)
+    tallies.TALLY.bind(connection)
     # Per secret, by position: its fingerprint and its counter, built once (labels() per
     # request would cost a dictionary lookup under a lock).
     fingerprints = [signature.fingerprint(secret) for secret in secrets]

@@ -17,11 +17,11 @@ from typing import Any
 import redis
 from rq import get_current_job
 
-from . import history, lanes, ledger, metrics, replication
+from . import lanes, ledger, metrics, replication, tallies
 from .api import handler_run
 from .config import Settings, settings_from_env
 from .events import Event
-from .registry import registry
+from .routing import routes
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ class HandlerFailed(Exception):
 
 def ensure_handlers_loaded() -> None:
     """Import the handler modules if this process has not yet (e.g. under plain `rq worker`)."""
-    if not registry.loaded:
-        registry.load(settings_from_env().handler_modules)
+    if not routes.loaded:
+        routes.load(settings_from_env().handler_modules)
 
 
 def _record_run(event: Event, name: str, started: float, exc: Exception | None = None) -> None:
@@ -65,7 +65,7 @@ def _record_run(event: Event, name: str, started: float, exc: Exception | None =
     metrics.HANDLER_DURATION.labels(name).observe(elapsed)
     if exc is not None:
         metrics.HANDLER_FAILURES.labels(name).inc()
-    history.count(history.HANDLERS, f"{'failed' if exc is not None else 'ok'}:{name}")
+    tallies.count(tallies.HANDLERS, f"{'failed' if exc is not None else 'ok'}:{name}")
     level = logging.ERROR if exc is not None else logging.INFO
     if not log.isEnabledFor(level):
         return
@@ -99,7 +99,7 @@ def handle_event(envelope: dict[str, Any]) -> list[str]:
         job.meta[DUPLICATE_OF_META_KEY] = first
         _save_meta(job)
         return []
-    handlers = registry.handlers_for(event.type)
+    handlers = routes.handlers_for(event.type)
     if not handlers:
         log.info("%s %s: no handler registered; acknowledged and dropped", event.type, event.id)
         return []

@@ -53,8 +53,8 @@ from rq.registry import DeferredJobRegistry, FinishedJobRegistry
 
 from .connection import ScriptRunner
 from .events import Event
-from .registry import Handler, Registry
-from .registry import registry as default_registry
+from .routing import Handler, Routes
+from .routing import routes as default_routes
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ class Lanes:
         connection: redis.Redis,
         lease_seconds: int,
         on_failure: str = "block",
-        handlers: Registry = default_registry,
+        handlers: Routes = default_routes,
     ):
         self.connection = connection
         self.handlers = handlers

@@ -18,7 +18,7 @@ import sys
 import time
 import weakref
 
-from .background import FlushThread
+from .flush_thread import FlushThread
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has; anything else on a record came from `extra=`.

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 
-from . import history
+from . import tallies
 from .config import Settings, settings_from_env
 from .embedded_redis import EmbeddedRedis
 from .events import new_envelope
@@ -154,28 +154,28 @@ def _handlers_under_test(handler_modules: Iterable[str]) -> Iterator[None]:
     """Start every test with the handlers of `handler_modules` alone: not the ones a test
     module registered by importing a module full of `@on`, nor those of modules another
     test loaded. Whatever a test registers or clears is put back after it."""
-    from .registry import registry
+    from .routing import routes
 
     modules = tuple(handler_modules)
-    registry.load(modules)  # each module imported once per session
-    saved_handlers, saved_loaded = list(registry._handlers), set(registry._loaded)
+    routes.load(modules)  # each module imported once per session
+    saved_handlers, saved_loaded = list(routes._handlers), set(routes._loaded)
 
     def under_test(module: str) -> bool:
         return any(module == name or module.startswith(name + ".") for name in modules)
 
-    registry._handlers[:] = [h for h in saved_handlers if under_test(h.func.__module__)]
+    routes._handlers[:] = [h for h in saved_handlers if under_test(h.func.__module__)]
     yield
-    registry._handlers[:] = saved_handlers
-    registry._loaded = saved_loaded
+    routes._handlers[:] = saved_handlers
+    routes._loaded = saved_loaded
 
 
 @pytest.fixture(autouse=True)
-def _own_history(monkeypatch) -> history.Tally:
-    """Each test counts outcomes (see `history`) in a tally of its own, written to Redis
-    only when the test calls `history.TALLY.flush()`: no count of one test lands in the
+def _own_tallies(monkeypatch) -> tallies.Tally:
+    """Each test counts outcomes (see `tallies`) in a tally of its own, written to Redis
+    only when the test calls `tallies.TALLY.flush()`: no count of one test lands in the
     next one's Redis, and no thread writes behind a test's back."""
-    tally = history.Tally(interval=None)
-    monkeypatch.setattr(history, "TALLY", tally)
+    tally = tallies.Tally(interval=None)
+    monkeypatch.setattr(tallies, "TALLY", tally)
     return tally
 
 

@@ -43,7 +43,7 @@ from rq.serializers import JSONSerializer
 from rq.utils import as_text, current_timestamp, now
 from rq.worker import WorkerStatus
 
-from . import history, replication
+from . import replication, tallies
 from .config import ConfigError, Settings
 from .connection import connect
 from .events import QUEUES
@@ -55,7 +55,7 @@ from .jobs import (
     HandlerFailed,
 )
 from .lanes import PARKED, Lanes, Ticket
-from .registry import registry
+from .routing import routes
 
 log = logging.getLogger(__name__)
 
@@ -470,7 +470,7 @@ def build_worker(
 ) -> Worker:
     """A worker for `queue_names` (default: all, orders first), handlers loaded."""
     try:
-        registry.load(settings.handler_modules)
+        routes.load(settings.handler_modules)
     except ModuleNotFoundError as exc:
         named = [m for m in settings.handler_modules if f"{m}.".startswith(f"{exc.name}.")]
         if not named:
@@ -481,7 +481,7 @@ def build_worker(
         ) from None
     if connection is None:
         connection = connect(settings)
-    history.TALLY.bind(connection)
+    tallies.TALLY.bind(connection)
     replication.configure(settings)
     queues = open_queues(connection)
     names = queue_names or list(QUEUES)

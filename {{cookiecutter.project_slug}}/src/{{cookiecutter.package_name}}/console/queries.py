@@ -17,7 +17,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from .. import capture, history, inspect_events, reconcile
+from .. import capture, inspect_events, reconcile, tallies
 from ..config import Settings
 from ..intake import open_queues
 from ..jobs import ERRORS_META_KEY, HandlerFailed
@@ -96,11 +96,11 @@ def handler_totals(rows: list[tuple[int, dict[str, int]]]) -> list[tuple[str, in
 
 
 def overview(connection: redis.Redis, minutes: int = 60) -> Overview:
-    handlers = history.read(connection, history.HANDLERS, minutes)
+    handlers = tallies.read(connection, tallies.HANDLERS, minutes)
     return Overview(
         queues=queue_states(connection),
         workers=len(Worker.all(connection=connection, serializer=JSONSerializer)),
-        deliveries=history.read(connection, history.DELIVERIES, minutes),
+        deliveries=tallies.read(connection, tallies.DELIVERIES, minutes),
         handlers=handlers,
         handler_failures=handler_totals(handlers),
         captured=capture.size(connection),

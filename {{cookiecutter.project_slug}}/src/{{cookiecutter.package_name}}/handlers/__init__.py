@@ -29,6 +29,6 @@ idempotency keys that repeat when a handler runs again, so they take effect once
 
 from ..api import ApiError, api
 from ..events import Event
-from ..registry import on
+from ..routing import on
 
 __all__ = ["ApiError", "Event", "api", "on"]

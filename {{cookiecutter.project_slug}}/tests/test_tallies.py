@@ -10,10 +10,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from {{ cookiecutter.package_name }} import history
+from {{ cookiecutter.package_name }} import tallies
 from {{ cookiecutter.package_name }}.console.charts import stacked_bars
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
-from {{ cookiecutter.package_name }}.registry import registry
+from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import make_event, run_worker, signed_post
 
 NOW = 1_750_000_000.0  # a fixed clock: 29166666 minutes and 40 s
@@ -29,7 +29,7 @@ class Clock:
 
 def test_counts_land_in_per_minute_hashes_that_expire(redis_conn):
     clock = Clock()
-    tally = history.Tally(interval=None, clock=clock)
+    tally = tallies.Tally(interval=None, clock=clock)
     tally.bind(redis_conn)
     tally.count("deliveries", "accepted")
     tally.count("deliveries", "accepted")
@@ -39,24 +39,24 @@ def test_counts_land_in_per_minute_hashes_that_expire(redis_conn):
     assert redis_conn.keys("tw:history:*") == []  # nothing written before the flush
     assert tally.flush() == 8
     minute = int(NOW // 60)
-    assert redis_conn.hgetall(history.key("deliveries", minute)) == {
+    assert redis_conn.hgetall(tallies.key("deliveries", minute)) == {
         b"accepted": b"2",
         b"rejected": b"1",
     }
-    assert redis_conn.hgetall(history.key("deliveries", minute + 1)) == {b"accepted": b"5"}
-    assert 0 < redis_conn.ttl(history.key("deliveries", minute)) <= history.KEEP_SECONDS
+    assert redis_conn.hgetall(tallies.key("deliveries", minute + 1)) == {b"accepted": b"5"}
+    assert 0 < redis_conn.ttl(tallies.key("deliveries", minute)) <= tallies.KEEP_SECONDS
     # A second flush adds to the same hashes; an empty one writes nothing.
     tally.count("deliveries", "accepted")
     assert tally.flush() == 1 and tally.flush() == 0
-    assert redis_conn.hget(history.key("deliveries", minute + 1), "accepted") == b"6"
+    assert redis_conn.hget(tallies.key("deliveries", minute + 1), "accepted") == b"6"
 
 
 def test_read_gives_every_minute_of_the_span_oldest_first(redis_conn):
     minute = int(NOW // 60)
-    redis_conn.hset(history.key("handlers", minute), mapping={"ok:a": 3, "failed:b": 1})
-    redis_conn.hset(history.key("handlers", minute - 2), "ok:a", 7)
-    redis_conn.hset(history.key("handlers", minute - 3), "ok:a", 100)  # outside the span
-    rows = history.read(redis_conn, "handlers", minutes=3, now=NOW)
+    redis_conn.hset(tallies.key("handlers", minute), mapping={"ok:a": 3, "failed:b": 1})
+    redis_conn.hset(tallies.key("handlers", minute - 2), "ok:a", 7)
+    redis_conn.hset(tallies.key("handlers", minute - 3), "ok:a", 100)  # outside the span
+    rows = tallies.read(redis_conn, "handlers", minutes=3, now=NOW)
     assert rows == [
         (minute - 2, {"ok:a": 7}),
         (minute - 1, {}),
@@ -65,7 +65,7 @@ def test_read_gives_every_minute_of_the_span_oldest_first(redis_conn):
 
 
 def test_count_is_a_no_op_until_bound(redis_conn):
-    tally = history.Tally(interval=None)
+    tally = tallies.Tally(interval=None)
     tally.count("deliveries", "accepted")
     tally.bind(redis_conn)
     assert tally.flush() == 0
@@ -73,17 +73,17 @@ def test_count_is_a_no_op_until_bound(redis_conn):
 
 def test_a_tally_redis_refused_is_kept_for_the_next_flush(redis_conn):
     down = redis.Redis(port=free_port(), retry=Retry(NoBackoff(), 0))  # fails at once
-    tally = history.Tally(interval=None, clock=Clock())
+    tally = tallies.Tally(interval=None, clock=Clock())
     tally.bind(down)
     tally.count("deliveries", "error", 3)
     assert tally.flush() == 0  # refused, kept
     tally.bind(redis_conn)  # switching flushes what was counted for the old one: refused again
     assert tally.flush() == 3
-    assert redis_conn.hget(history.key("deliveries", int(NOW // 60)), "error") == b"3"
+    assert redis_conn.hget(tallies.key("deliveries", int(NOW // 60)), "error") == b"3"
 
 
 def test_the_background_thread_flushes_on_its_own(redis_conn):
-    tally = history.Tally(interval=0.05)
+    tally = tallies.Tally(interval=0.05)
     tally.bind(redis_conn)
     tally.count("deliveries", "duplicate")
     deadline = time.monotonic() + 5
@@ -94,7 +94,7 @@ def test_the_background_thread_flushes_on_its_own(redis_conn):
 
 
 def test_a_forked_child_starts_with_an_empty_tally_and_its_own_thread(redis_conn):
-    tally = history.Tally(interval=3600, clock=Clock())
+    tally = tallies.Tally(interval=3600, clock=Clock())
     tally.bind(redis_conn)
     tally.count("deliveries", "accepted", 2)  # the parent's, never the child's to send
     pid = os.fork()
@@ -106,7 +106,7 @@ def test_a_forked_child_starts_with_an_empty_tally_and_its_own_thread(redis_conn
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert tally.flush() == 2
-    assert redis_conn.hgetall(history.key("deliveries", int(NOW // 60))) == {
+    assert redis_conn.hgetall(tallies.key("deliveries", int(NOW // 60))) == {
         b"accepted": b"2",
         b"rejected": b"1",
     }
@@ -122,7 +122,7 @@ def summed(rows) -> dict[str, int]:
 
 
 def test_the_receiver_and_the_worker_count_their_outcomes(client, settings, redis_conn):
-    registry.clear_handlers()  # the plugin's autouse fixture puts the project's back
+    routes.clear_handlers()  # the plugin's autouse fixture puts the project's back
 
     def fine(event):
         pass
@@ -130,20 +130,20 @@ def test_the_receiver_and_the_worker_count_their_outcomes(client, settings, redi
     def broken(event):
         raise RuntimeError("no")
 
-    registry.on("order.created")(fine)
-    registry.on("order.created")(broken)
+    routes.on("order.created")(fine)
+    routes.on("order.created")(broken)
     event = make_event("order.created")
     assert signed_post(client, event).status_code == 202
     assert signed_post(client, event).status_code == 200
     assert signed_post(client, json.dumps(event).encode(), secret="whsec_wrong").status_code == 401
     run_worker(redis_conn, settings)  # `broken` fails its first run and every retry
-    history.TALLY.flush()  # the test's own tally (see `testing`), flushed by hand
-    assert summed(history.read(redis_conn, history.DELIVERIES, minutes=2)) == {
+    tallies.TALLY.flush()  # the test's own tally (see `testing`), flushed by hand
+    assert summed(tallies.read(redis_conn, tallies.DELIVERIES, minutes=2)) == {
         "accepted": 1,
         "duplicate": 1,
         "rejected": 1,
     }
-    assert summed(history.read(redis_conn, history.HANDLERS, minutes=2)) == {
+    assert summed(tallies.read(redis_conn, tallies.HANDLERS, minutes=2)) == {
         f"ok:{fine.__module__}.{fine.__qualname__}": 1,
         f"failed:{broken.__module__}.{broken.__qualname__}": settings.retry_max + 1,
     }

@@ -6,8 +6,8 @@ import time
 
 from processes import python, wait_for
 
-from {{ cookiecutter.package_name }} import history, logs, metrics
-from {{ cookiecutter.package_name }}.bookkeeping import Answered, Books
+from {{ cookiecutter.package_name }} import logs, metrics, tallies
+from {{ cookiecutter.package_name }}.answered import Answered, Books
 
 APP_LOGGER = "{{ cookiecutter.package_name }}.app"
 
@@ -89,7 +89,7 @@ def sample(name: str, **labels: str) -> float:
 def test_a_batch_counts_every_delivery_by_outcome(redis_conn):
     """Each delivery of a batch lands in its outcome's counter and in the console's tally;
     a health check in the same batch is logged, not counted."""
-    history.TALLY.bind(redis_conn)  # the test's own tally (see `testing`)
+    tallies.TALLY.bind(redis_conn)  # the test's own tally (see `testing`)
     names = {
         "received": ("tw_webhooks_received_total", {}),
         "orders": ("tw_webhooks_enqueued_total", {"queue": "orders"}),
@@ -123,9 +123,9 @@ def test_a_batch_counts_every_delivery_by_outcome(redis_conn):
         "storage_unavailable": 1,
         "latencies": 6,
     }
-    history.TALLY.flush()
+    tallies.TALLY.flush()
     tallied: dict[str, int] = {}
-    for _minute, counts in history.read(redis_conn, history.DELIVERIES, minutes=2):
+    for _minute, counts in tallies.read(redis_conn, tallies.DELIVERIES, minutes=2):
         for field, number in counts.items():
             tallied[field] = tallied.get(field, 0) + number
     assert tallied == {"accepted": 3, "duplicate": 1, "rejected": 1, "error": 1}
@@ -145,7 +145,7 @@ def test_one_answer_that_cannot_be_booked_costs_no_other(caplog):
 FORK_AND_EXIT = """
 import os, sys, time
 from {{ cookiecutter.package_name }} import logs
-from {{ cookiecutter.package_name }}.bookkeeping import Answered, Books
+from {{ cookiecutter.package_name }}.answered import Answered, Books
 
 def answer(event_id):
     return Answered(time.time(), 202, True, "duplicate", event_id, "order.created",

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import redis
 
-from .background import FlushThread
+from .flush_thread import FlushThread
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Tally:
         self._counts: Counter[tuple[str, int, str]] = Counter()
         self._lock = threading.Lock()
         self._connection: redis.Redis | None = None
-        self._timer = None if interval is None else FlushThread(self, interval, "tw-history")
+        self._timer = None if interval is None else FlushThread(self, interval, "tw-tallies")
         me = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: (tally := me()) and tally._forked())
         atexit.register(lambda: (tally := me()) and tally.flush(quiet=True))
@@ -103,7 +103,7 @@ class Tally:
             with self._lock:
                 self._counts.update({k: n for k, n in counts.items() if k[1] > oldest})
             if not quiet:
-                log.warning("history: could not write outcome counts, kept for later: %s", exc)
+                log.warning("tallies: could not write outcome counts, kept for later: %s", exc)
             return 0
         return sum(counts.values())
 

@@ -1,7 +1,7 @@
 """One daemon thread per process that calls an object's `flush()` every few seconds.
 
 Three parts of the web tier keep per-delivery work in memory and write it out in batches
-(`bookkeeping.Books`, `logs.BatchingHandler`, `history.Tally`); this is their common
+(`answered.Books`, `logs.BatchingHandler`, `tallies.Tally`); this is their common
 timer. It holds its owner weakly, so an owner nobody uses any more stops its thread, and
 it starts on first use in each process, so a process forked from one that used it
 (gunicorn's workers, under `preload_app`) starts its own. What is left at exit is each

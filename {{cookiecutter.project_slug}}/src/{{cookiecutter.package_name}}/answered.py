@@ -23,9 +23,9 @@ import os
 import weakref
 from typing import NamedTuple
 
-from . import history, logs, metrics
-from .background import FlushThread
+from . import logs, metrics, tallies
 from .events import queue_for
+from .flush_thread import FlushThread
 
 # The line is the web tier's, under the name it has always had.
 log = logging.getLogger(f"{__package__}.app")
@@ -63,16 +63,16 @@ def book(answer: Answered) -> None:
         metrics.REQUEST_DURATION.observe(answer.elapsed)
         if outcome == "accepted":
             metrics.ENQUEUED_BY_QUEUE[queue_for(answer.event_type)].inc()
-            history.count(history.DELIVERIES, "accepted")
+            tallies.count(tallies.DELIVERIES, "accepted")
         elif outcome == "duplicate":
             metrics.DUPLICATES.inc()
-            history.count(history.DELIVERIES, "duplicate")
+            tallies.count(tallies.DELIVERIES, "duplicate")
         elif status < 500:
             metrics.REJECTED.labels(outcome).inc()
-            history.count(history.DELIVERIES, "rejected")
+            tallies.count(tallies.DELIVERIES, "rejected")
         else:
             metrics.ERRORS.labels(outcome).inc()
-            history.count(history.DELIVERIES, "error")
+            tallies.count(tallies.DELIVERIES, "error")
     level = logging.INFO if answer.is_delivery or status >= 400 else logging.DEBUG
     if not log.isEnabledFor(level):
         return

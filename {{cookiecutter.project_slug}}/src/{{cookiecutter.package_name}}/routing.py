@@ -1,4 +1,4 @@
-"""The handler registry behind `@on(...)`.
+"""Which handlers each event type routes to: the table behind `@on(...)`.
 
 A handler is a plain function taking one `Event`. It is registered for an exact type
 (`order.created`), a family (`order.*`) or everything (`*`); one type may have several
@@ -43,13 +43,13 @@ class Handler:
 
 def _import_fresh(name: str) -> ModuleType:
     """Import `name`, re-running it if imported before, so its `@on` calls register again
-    after `Registry.clear()`."""
+    after `Routes.clear()`."""
     if name in sys.modules:
         return importlib.reload(sys.modules[name])
     return importlib.import_module(name)
 
 
-class Registry:
+class Routes:
     def __init__(self) -> None:
         self._handlers: list[Handler] = []
         self._loaded: set[str] = set()
@@ -117,5 +117,5 @@ class Registry:
         self._load_ran = False
 
 
-registry = Registry()
-on = registry.on
+routes = Routes()
+on = routes.on

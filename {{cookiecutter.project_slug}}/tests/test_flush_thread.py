@@ -4,7 +4,7 @@ import threading
 
 from processes import wait_for
 
-from {{ cookiecutter.package_name }}.background import FlushThread
+from {{ cookiecutter.package_name }}.flush_thread import FlushThread
 
 
 class Owner:
