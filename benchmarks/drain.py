@@ -10,15 +10,13 @@ stamps in Redis, so process start-up is not counted against anyone.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import redis
-
-HERE = Path(__file__).resolve().parent
+from common import intake, project_env
 
 
 def _stamp(raw: bytes) -> float:
@@ -41,40 +39,21 @@ def jobs_per_second(conn: redis.Redis, job_ids: list[str]) -> float:
     return len(job_ids) / (last - first)
 
 
-def _env(project: Path, package: str, redis_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TW_")}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(project / "src"), str(HERE)]),
-        REDIS_URL=redis_url,
-        BENCH_PACKAGE=package,
-        # The benchmark's handlers only: never the bake's own `handlers` package.
-        TW_HANDLERS_PACKAGE="",
-        TW_HANDLER_MODULES="noop_handlers",
-        TW_LOG_LEVEL="WARNING",
-    )
-    env.update(extra)
-    return env
-
-
 def queue_events(conn: redis.Redis, package: str, count: int) -> list[str]:
     """Queue `count` order events through the project's own intake (as the receiver does)."""
-    config = __import__(f"{package}.config", fromlist=["Settings"])
-    intake_mod = __import__(f"{package}.intake", fromlist=["Intake"])
     testing = __import__(f"{package}.testing", fromlist=["make_event"])
-    intake = intake_mod.Intake(conn, config.Settings(secrets=("bench",)))
+    submit = intake(conn, package).submit
     ids = []
     for _ in range(count):
         event = testing.make_event("order.created", {"id": "ord_1", "status": "created"})
-        intake.submit(event)
+        submit(event)
         ids.append(event["id"])
     return ids
 
 
 def queue_plain_jobs(conn: redis.Redis, count: int) -> list[str]:
-    from rq import Queue
-
-    sys.path.insert(0, str(HERE))
     import noop_jobs
+    from rq import Queue
 
     queue = Queue("plain", connection=conn)
     pipe = conn.pipeline(transaction=False)
@@ -86,7 +65,7 @@ def queue_plain_jobs(conn: redis.Redis, count: int) -> list[str]:
 def drain_project_worker(project, package, redis_url, conn, count) -> float:
     ids = queue_events(conn, package, count)
     command = [sys.executable, "-m", package, "worker", "--burst"]
-    subprocess.run(command, env=_env(project, package, redis_url), check=True, cwd=project)
+    subprocess.run(command, env=project_env(project, package, redis_url), check=True, cwd=project)
     return jobs_per_second(conn, ids)
 
 
@@ -104,5 +83,5 @@ def drain_rq_worker(project, package, redis_url, conn, count, worker_class, plai
         str(rq), "worker", "--burst", "--url", redis_url, "-w", worker_class,
         "--quiet", "--logging_level", "WARNING", *serializer, *queues,
     ]  # fmt: skip
-    subprocess.run(command, env=_env(project, package, redis_url), check=True, cwd=project)
+    subprocess.run(command, env=project_env(project, package, redis_url), check=True, cwd=project)
     return jobs_per_second(conn, ids)

@@ -19,24 +19,15 @@ private redis-server is started for the run, as in `run.py`; nothing here is par
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import os
 import random
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
+import common
 import drain
-from run import bake, machine
-from worker_pool import _unfinished, redis_cpu, tree_cpu, workers_registered
+from common import machine, redis_cpu, tree_cpu
 
 TRANSITIONS = ("order.created", "order.confirmed", "order.fulfilled", "order.cancelled")
 
@@ -44,10 +35,8 @@ TRANSITIONS = ("order.created", "order.confirmed", "order.fulfilled", "order.can
 def queue_order_events(conn, package: str, orders: int, events: int) -> list[str]:
     """Queue `events` order events spread over `orders` orders, shuffled, through the
     project's own intake."""
-    config = importlib.import_module(f"{package}.config")
-    intake_mod = importlib.import_module(f"{package}.intake")
     testing = importlib.import_module(f"{package}.testing")
-    intake = intake_mod.Intake(conn, config.Settings(secrets=("bench",)))
+    intake = common.intake(conn, package)
     envelopes = [
         testing.make_event(TRANSITIONS[n % 4], {"id": f"ord_{n % orders}"}) for n in range(events)
     ]
@@ -61,33 +50,20 @@ def drain_with(project, package, redis_url, conn, processes, handlers, orders, e
     """Start `worker --processes N` with `handlers`, queue the events, wait for them.
     Returns events/s and the CPU ms per event of the workers and of Redis."""
     conn.flushdb()
-    env = drain._env(project, package, redis_url, TW_HANDLER_MODULES=handlers)
+    env = common.project_env(project, package, redis_url, TW_HANDLER_MODULES=handlers)
     command = [sys.executable, "-m", package, "worker", "--processes", str(processes)]
-    process = subprocess.Popen(command, env=env, cwd=project, start_new_session=True)
-    try:
-        while workers_registered(conn) < processes:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command} exited with {process.returncode}")
-            time.sleep(0.05)
-        cpu_before, redis_before = tree_cpu(process.pid), redis_cpu(conn)
+    with common.workers(command, env, project, conn, processes) as pid:
+        cpu_before, redis_before = tree_cpu(pid), redis_cpu(conn)
         ids = queue_order_events(conn, package, orders, events)
-        deadline = time.monotonic() + 120
-        while _unfinished(conn, ids):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the events were not drained in time")
-            time.sleep(0.1)
-        worker_ms = (tree_cpu(process.pid) - cpu_before) * 1000 / events
+        common.wait_until_finished(conn, ids, 120)
+        worker_ms = (tree_cpu(pid) - cpu_before) * 1000 / events
         redis_ms = (redis_cpu(conn) - redis_before) * 1000 / events
         return drain.jobs_per_second(conn, ids), worker_ms, redis_ms
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--project", type=Path, help="a default bake (default: bake one now)")
-    parser.add_argument("--package", default="tw_webhook_receiver")
+    common.project_options(parser)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--events", type=int, default=1500, help="events per drain")
     parser.add_argument("--orders", type=int, default=200, help="distinct orders (spread)")
@@ -97,15 +73,10 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median kept)")
     args = parser.parse_args(argv)
 
-    with contextlib.ExitStack() as stack:
-        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="tw-bench-"))
-        project = args.project.resolve() if args.project else bake(Path(scratch))
-        sys.path.insert(0, str(project / "src"))
-        embedded = importlib.import_module(f"{args.package}.embedded_redis")
-        import redis
-
-        server = stack.enter_context(embedded.EmbeddedRedis())
-        conn = redis.Redis.from_url(server.url)
+    with (
+        common.project(args) as (project, _scratch),
+        common.private_redis(args.package) as (url, conn),
+    ):
         info = machine()
         print(
             f"machine: {info['cores']} cores, {info['cpu']}, Python {info['python']}; "
@@ -120,7 +91,7 @@ def main(argv=None) -> int:
                 pairs = [("no lane", "noop_handlers"), ("lane", "noop_lane_handlers")]
                 for name, handlers in pairs if run % 2 == 0 else pairs[::-1]:
                     drained = drain_with(
-                        project, args.package, server.url, conn, args.processes,
+                        project, args.package, url, conn, args.processes,
                         handlers, orders, args.events,
                     )  # fmt: skip
                     results[name].append(drained)

@@ -11,25 +11,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import redis
+from common import intake
 
 
 def bytes_per_event_id(redis_url: str, package: str, count: int = 100_000) -> float:
-    config = __import__(f"{package}.config", fromlist=["Settings"])
-    intake_mod = __import__(f"{package}.intake", fromlist=["Intake"])
     testing = __import__(f"{package}.testing", fromlist=["make_event"])
     conn = redis.Redis.from_url(redis_url)
     conn.flushall()
     time.sleep(1.0)  # let the server shrink its tables after earlier runs
     before = conn.info("memory")["used_memory"]
-    intake = intake_mod.Intake(
-        redis.Redis.from_url(redis_url, max_connections=8), config.Settings(secrets=("bench",))
-    )
+    shared = intake(redis.Redis.from_url(redis_url, max_connections=8), package)
     stem = f"{int(time.time()):x}"[-8:]
 
     def submit(chunk: range) -> None:
         for n in chunk:
             # evt_ + 26 characters, the length of the API's ids.
-            intake.submit(testing.make_event("order.created", event_id=f"evt_{stem}{n:018d}"))
+            shared.submit(testing.make_event("order.created", event_id=f"evt_{stem}{n:018d}"))
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(submit, [range(i, count, 4) for i in range(4)]))

@@ -23,23 +23,12 @@ import dataclasses
 import importlib
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-TEMPLATE = HERE.parent
+import common
+
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
-
-
-def bake(output_dir: Path) -> Path:
-    from cookiecutter.main import cookiecutter
-
-    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir)))
-
-
-def package_of(project: Path) -> str:
-    return json.loads((project / ".cookiecutter.json").read_text())["package_name"]
 
 
 def place(store, count: int) -> None:
@@ -60,10 +49,8 @@ def main() -> int:
     parser.add_argument("--project", type=Path, help="a baked project (default: bake one)")
     parser.add_argument("--orders", type=int, default=5000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        project = args.project or bake(Path(scratch))
-        sys.path.insert(0, str(project / "src"))
-        name = package_of(project)
+    with common.project(args) as (project, _scratch):
+        name = common.package_of(project)
         embedded = importlib.import_module(f"{name}.embedded_redis")
         sandbox = importlib.import_module(f"{name}.sandbox")
         reconcile = importlib.import_module(f"{name}.reconcile")

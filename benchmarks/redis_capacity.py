@@ -23,25 +23,19 @@ median is printed).
 from __future__ import annotations
 
 import argparse
-import importlib
 import multiprocessing
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import drain
+import common
 import ingest
 import loadgen
-from run import bake, machine
+from common import QUEUES, machine, queued
 
-QUEUES = ("orders", "prices", "other")
 # A core's worth of Redis main thread is never all yours: background saves (fork), replicas,
 # expiry and bursts need room. Capacity is also given at this share of it.
 PLANNING_SHARE = 0.6
@@ -113,15 +107,11 @@ def ping_cost(redis_url: str, conn, idle: float, clients: int = 4, count: int = 
     return per_event(used, idle, clients * count)
 
 
-def queued(conn) -> int:
-    return sum(conn.llen(f"rq:queue:{queue}") for queue in QUEUES)
-
-
 def measure_run(args, project: Path, redis_url: str, conn) -> dict[str, PerEvent]:
     conn.flushall()
     use_wrk = loadgen.have_wrk() and not args.python_loadgen
     template = ingest.sample_event(project)
-    path = importlib.import_module(f"{args.package}.config").DEFAULT_WEBHOOK_PATH
+    path = common.webhook_path(args.package)
     requests = loadgen.signed_requests(template, ingest.SECRET, int(args.seconds * args.max_rate))
     idle = idle_rate(conn)
     result = {"ping": ping_cost(redis_url, conn, idle)}
@@ -160,7 +150,7 @@ def measure_run(args, project: Path, redis_url: str, conn) -> dict[str, PerEvent
     to_handle = queued(conn)
     before = Usage.read(conn)
     command = [sys.executable, "-m", args.package, "worker", "--burst"]
-    env = drain._env(project, args.package, redis_url)
+    env = common.project_env(project, args.package, redis_url)
     workers = [subprocess.Popen(command, env=env, cwd=project) for _ in range(args.workers)]
     exit_codes = [worker.wait() for worker in workers]  # wait for every one
     if any(exit_codes):
@@ -173,39 +163,28 @@ def measure_run(args, project: Path, redis_url: str, conn) -> dict[str, PerEvent
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--project", type=Path, help="a default bake (default: bake one now)")
-    parser.add_argument("--package", default="tw_webhook_receiver")
-    parser.add_argument("--runs", type=int, default=3, help="runs (the median is kept)")
-    parser.add_argument("--seconds", type=float, default=5, help="length of each load run")
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--max-rate", type=float, default=8000,
-                        help="signed requests prepared per second of load")  # fmt: skip
+    common.project_options(parser)
+    common.load_options(parser, seconds=5)
+    common.port_option(parser)
     parser.add_argument("--events", type=int, default=3000, help="events drained per run")
     parser.add_argument("--workers", type=int, default=4, help="worker processes draining")
-    parser.add_argument("--port", type=int, default=18000 + int(time.time()) % 1000)
-    parser.add_argument("--python-loadgen", action="store_true", help="ignore wrk")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="tw-capacity-") as scratch:
-        project = args.project.resolve() if args.project else bake(Path(scratch))
-        ingest.LOG_DIR = Path(scratch)
-        sys.path.insert(0, str(project / "src"))
-        embedded = importlib.import_module(f"{args.package}.embedded_redis")
-        import redis
-
-        with embedded.EmbeddedRedis() as server:
-            conn = redis.Redis.from_url(server.url)
-            version = conn.info("server")["redis_version"]
-            info = machine()
-            print(f"Redis {version}; {info['cores']} cores, {info['cpu']}; Python "
-                  f"{info['python']}", flush=True)  # fmt: skip
-            runs = []
-            for run in range(args.runs):
-                runs.append(measure_run(args, project, server.url, conn))
-                print(f"  run {run + 1}: " + ", ".join(
-                    f"{kind} {figure.cpu_us:.1f} µs {figure.commands:.1f} commands ({figure.events})"
-                    for kind, figure in runs[-1].items()
-                ), flush=True)  # fmt: skip
+    with (
+        common.project(args, prefix="tw-capacity-") as (project, _scratch),
+        common.private_redis(args.package) as (url, conn),
+    ):
+        version = conn.info("server")["redis_version"]
+        info = machine()
+        print(f"Redis {version}; {info['cores']} cores, {info['cpu']}; Python "
+              f"{info['python']}", flush=True)  # fmt: skip
+        runs = []
+        for run in range(args.runs):
+            runs.append(measure_run(args, project, url, conn))
+            print(f"  run {run + 1}: " + ", ".join(
+                f"{kind} {figure.cpu_us:.1f} µs {figure.commands:.1f} commands ({figure.events})"
+                for kind, figure in runs[-1].items()
+            ), flush=True)  # fmt: skip
     print_table(runs)
     return 0
 

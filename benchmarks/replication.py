@@ -28,17 +28,14 @@ import importlib
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
+import common
 import drain
 import ingest
 import loadgen
-from run import bake, ingest_path, machine
+from common import machine
 
 
 @contextlib.contextmanager
@@ -77,7 +74,7 @@ def replicated_redis(package: str, scratch: Path):
 def measure_ingest(args, project, redis_url, conn) -> list[float]:
     use_wrk = loadgen.have_wrk() and not args.python_loadgen
     template = ingest.sample_event(project)
-    url_path = ingest_path(args.package, project)
+    url_path = common.webhook_path(args.package)
     app = f"{args.package}.app:create_app()"
     ratios = []
     for run in range(args.runs):
@@ -112,7 +109,9 @@ def measure_drain(args, project, redis_url, conn) -> list[float]:
         for replicas in ("0", "1"):
             conn.flushall()
             ids = drain.queue_events(conn, args.package, args.jobs)
-            env = drain._env(project, args.package, redis_url, TW_REDIS_ACK_REPLICAS=replicas)
+            env = common.project_env(
+                project, args.package, redis_url, TW_REDIS_ACK_REPLICAS=replicas
+            )
             command = [sys.executable, "-m", args.package, "worker", "--burst"]
             subprocess.run(command, env=env, check=True, cwd=project)
             rates[replicas] = drain.jobs_per_second(conn, ids)
@@ -123,25 +122,17 @@ def measure_drain(args, project, redis_url, conn) -> list[float]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--project", type=Path, help="a default bake (default: bake one now)")
-    parser.add_argument("--package", default="tw_webhook_receiver")
-    parser.add_argument("--seconds", type=float, default=8, help="length of each load run")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median is kept)")
-    parser.add_argument("--connections", type=int, default=16)
+    common.project_options(parser)
+    common.load_options(parser, seconds=8)
+    common.port_option(parser)
     parser.add_argument("--jobs", type=int, default=2000, help="events per drain run")
-    parser.add_argument("--max-rate", type=float, default=8000)
-    parser.add_argument("--port", type=int, default=18000 + int(time.time()) % 1000)
-    parser.add_argument("--python-loadgen", action="store_true", help="ignore wrk")
     parser.add_argument("--only", choices=["ingest", "drain"], action="append")
     args = parser.parse_args(argv)
     only = set(args.only or ["ingest", "drain"])
-    with tempfile.TemporaryDirectory(prefix="tw-bench-") as scratch:
-        project = args.project.resolve() if args.project else bake(Path(scratch))
-        ingest.LOG_DIR = Path(scratch)
-        sys.path.insert(0, str(project / "src"))
+    with common.project(args) as (project, scratch):
         import redis
 
-        with replicated_redis(args.package, Path(scratch)) as url:
+        with replicated_redis(args.package, scratch) as url:
             conn = redis.Redis.from_url(url)
             print(f"project {project.name}, Redis {conn.info('server')['redis_version']}, "
                   f"one local replica; {machine()}", flush=True)  # fmt: skip

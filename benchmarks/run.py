@@ -12,49 +12,16 @@ Load comes from wrk when it is on PATH, else from the Python generator in loadge
 from __future__ import annotations
 
 import argparse
-import importlib
-import platform
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-TEMPLATE = HERE.parent
-sys.path.insert(0, str(HERE))
-
+import common
 import drain
 import ingest
 import loadgen
 import memory
-
-
-def bake(output_dir: Path) -> Path:
-    from cookiecutter.main import cookiecutter
-
-    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir)))
-
-
-def machine() -> dict[str, str]:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return {
-        "cores": str(
-            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        ),
-        "cpu": model,
-        "python": platform.python_version(),
-        "os": platform.platform(terse=True),
-    }
+from common import machine, queued
 
 
 def median(values):
@@ -88,7 +55,7 @@ def measure_ingest(args, project, redis_url, conn, report):
     web_cpu = {name: [] for name in APPS}  # µs of the web processes' CPU per request
     port = 18000 + (int(time.time()) % 1000)
     apps = {name: app.format(package=args.package) for name, (app, _) in APPS.items()}
-    url_path = ingest_path(args.package, project)
+    url_path = common.webhook_path(args.package)
     for run in range(args.runs):
         for name in APPS:
             conn.flushall()
@@ -160,15 +127,6 @@ def measure_ingest(args, project, redis_url, conn, report):
     report["half_p99"] = median([r.p99_ms for r in lat])
 
 
-def queued(conn) -> int:
-    return sum(conn.llen(f"rq:queue:{q}") for q in ("orders", "prices", "other"))
-
-
-def ingest_path(package, project):
-    config = importlib.import_module(f"{package}.config")
-    return config.DEFAULT_WEBHOOK_PATH
-
-
 def measure_drain(args, project, redis_url, conn, report):
     n, n_fork = args.jobs, max(100, args.jobs // 10)
     rows = {"worker": [], "simple": [], "fork": [], "spawn": []}
@@ -211,16 +169,10 @@ def measure_drain(args, project, redis_url, conn, report):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--project", type=Path, help="a default bake (default: bake one now)")
-    parser.add_argument("--package", default="tw_webhook_receiver")
-    parser.add_argument("--seconds", type=float, default=10, help="length of each load run")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median is kept)")
-    parser.add_argument("--connections", type=int, default=16)
+    common.project_options(parser)
+    common.load_options(parser, seconds=10)
     parser.add_argument("--jobs", type=int, default=3000, help="events per drain run")
-    parser.add_argument("--max-rate", type=float, default=8000,
-                        help="signed requests prepared per second of load")  # fmt: skip
     parser.add_argument("--memory-events", type=int, default=100_000)
-    parser.add_argument("--python-loadgen", action="store_true", help="ignore wrk")
     parser.add_argument("--only", choices=["ingest", "drain", "memory"], action="append")
     parser.add_argument("--quick", action="store_true", help="1 run of 5 s, 1000 jobs, 20k ids")
     args = parser.parse_args(argv)
@@ -228,28 +180,21 @@ def main(argv=None) -> int:
         args.seconds, args.runs, args.jobs, args.memory_events = 5, 1, 1000, 20_000
     only = set(args.only or ["ingest", "drain", "memory"])
 
-    with tempfile.TemporaryDirectory(prefix="tw-bench-") as scratch:
-        project = args.project.resolve() if args.project else bake(Path(scratch))
-        ingest.LOG_DIR = Path(scratch)  # the servers' logs go with the scratch directory
-        sys.path.insert(0, str(project / "src"))
-        embedded = importlib.import_module(f"{args.package}.embedded_redis")
-        import redis
-
-        with embedded.EmbeddedRedis() as server:
-            conn = redis.Redis.from_url(server.url)
-            report: dict = dict(machine())
-            report["redis"] = conn.info("server")["redis_version"]
-            print(f"project {project.name}, Redis {report['redis']} at {server.url}", flush=True)
-            if "ingest" in only:
-                measure_ingest(args, project, server.url, conn, report)
-            if "drain" in only:
-                measure_drain(args, project, server.url, conn, report)
-            if "memory" in only:
-                per_id, _left = memory.bytes_per_event_id(
-                    server.url, args.package, args.memory_events
-                )
-                report["memory_per_id"] = per_id
-            print_table(report, args)
+    with (
+        common.project(args) as (project, _scratch),
+        common.private_redis(args.package) as (url, conn),
+    ):
+        report: dict = dict(machine())
+        report["redis"] = conn.info("server")["redis_version"]
+        print(f"project {project.name}, Redis {report['redis']} at {url}", flush=True)
+        if "ingest" in only:
+            measure_ingest(args, project, url, conn, report)
+        if "drain" in only:
+            measure_drain(args, project, url, conn, report)
+        if "memory" in only:
+            per_id, _left = memory.bytes_per_event_id(url, args.package, args.memory_events)
+            report["memory_per_id"] = per_id
+        print_table(report, args)
     return 0
 
 

@@ -19,46 +19,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
+import common
 import drain
-from run import bake, machine
-
-
-def workers_registered(conn) -> int:
-    return conn.scard("rq:workers")
-
-
-def tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) used so far by `pid` and every process below it (Linux)."""
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue  # gone meanwhile
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        todo.extend(map(int, children))
-    return total
-
-
-def redis_cpu(conn) -> float:
-    info = conn.info("cpu")
-    return info["used_cpu_user"] + info["used_cpu_sys"]
+from common import HERE, machine, redis_cpu, tree_cpu
 
 
 @contextlib.contextmanager
@@ -68,7 +40,7 @@ def api_sandbox(project: Path, package: str, latency_ms: float, port: int):
         sys.executable, "-m", package, "sandbox", "--port", str(port),
         "--latency-ms", f"{latency_ms:g}", "--rate-limit", "1000000",
     ]  # fmt: skip
-    env = drain._env(project, package, "redis://unused")
+    env = common.project_env(project, package, "redis://unused")
     process = subprocess.Popen(
         command,
         env=env,
@@ -99,44 +71,24 @@ def drain_with(command, project, package, redis_url, conn, processes, events, wa
     """
     conn.flushdb()
     handlers = "sandbox_handlers" if api else "sleep_handlers"
-    env = drain._env(project, package, redis_url, TW_HANDLER_MODULES=handlers)
+    env = common.project_env(project, package, redis_url, TW_HANDLER_MODULES=handlers)
     env.update(BENCH_HANDLER_SLEEP_MS=f"{wait:g}", BENCH_API_URL=api[0] if api else "")
     launched = time.monotonic()
-    process = subprocess.Popen(command, env=env, cwd=project, start_new_session=True)
-    try:
-        while workers_registered(conn) < processes:
-            if process.poll() is not None:
-                raise RuntimeError(f"{command} exited with {process.returncode}")
-            time.sleep(0.05)
+    with common.workers(command, env, project, conn, processes) as pid:
         startup = time.monotonic() - launched
-        cpu_before, redis_before = tree_cpu(process.pid), redis_cpu(conn)
+        cpu_before, redis_before = tree_cpu(pid), redis_cpu(conn)
         api_before = tree_cpu(api[1]) if api else 0.0
         ids = drain.queue_events(conn, package, events)
-        deadline = time.monotonic() + 60 + events * wait / 1000
-        while _unfinished(conn, ids):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the events were not drained in time")
-            time.sleep(0.1)
-        worker_ms = (tree_cpu(process.pid) - cpu_before) * 1000 / events
+        common.wait_until_finished(conn, ids, 60 + events * wait / 1000)
+        worker_ms = (tree_cpu(pid) - cpu_before) * 1000 / events
         redis_ms = (redis_cpu(conn) - redis_before) * 1000 / events
         api_ms = ((tree_cpu(api[1]) if api else 0.0) - api_before) * 1000 / events
         return drain.jobs_per_second(conn, ids), startup, worker_ms, redis_ms, api_ms
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
-
-
-def _unfinished(conn, ids) -> bool:
-    pipe = conn.pipeline(transaction=False)
-    for job_id in ids:
-        pipe.hget(f"rq:job:{job_id}", "status")
-    return any(status != b"finished" for status in pipe.execute())
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--project", type=Path, help="a default bake (default: bake one now)")
-    parser.add_argument("--package", default="tw_webhook_receiver")
+    common.project_options(parser)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--wait", choices=["sandbox", "sleep"], default="sandbox",
                         help="how a handler waits: an API sandbox call, or time.sleep")  # fmt: skip
@@ -147,19 +99,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     with contextlib.ExitStack() as stack:
-        scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="tw-bench-"))
-        project = args.project.resolve() if args.project else bake(Path(scratch))
-        sys.path.insert(0, str(project / "src"))
-        embedded = importlib.import_module(f"{args.package}.embedded_redis")
-        import redis
-
-        server = stack.enter_context(embedded.EmbeddedRedis())
-        conn = redis.Redis.from_url(server.url)
+        project, _scratch = stack.enter_context(common.project(args))
+        url, conn = stack.enter_context(common.private_redis(args.package))
         api = None
         if args.wait == "sandbox":
-            api = stack.enter_context(
-                api_sandbox(project, args.package, args.wait_ms, embedded.free_port())
-            )
+            port = common.free_port(args.package)
+            api = stack.enter_context(api_sandbox(project, args.package, args.wait_ms, port))
         info = machine()
         how = f"an API sandbox call (--latency-ms {args.wait_ms:g})" if api else "time.sleep"
         print(
@@ -178,9 +123,7 @@ def main(argv=None) -> int:
         for name, n, command in contenders:
             events = max(50, int(args.seconds * 1000 / args.wait_ms * n))
             results = [
-                drain_with(
-                    command, project, args.package, server.url, conn, n, events, args.wait_ms, api
-                )
+                drain_with(command, project, args.package, url, conn, n, events, args.wait_ms, api)
                 for _ in range(args.runs)
             ]
             medians = (statistics.median(r[i] for r in results) for i in range(5))

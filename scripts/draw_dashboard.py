@@ -70,9 +70,11 @@ def timeseries(panel: dict, width: float, height: float, start: float, end: floa
     lines = [(legend, pts) for legend, pts in lines if pts]
     if not lines:
         return no_data(width, height)
-    columns = 3 if max(len(legend) for legend, _ in lines) < 24 else 2
-    legend_rows = math.ceil(len(lines) / columns)
     left, top, right = 64, 8, 12
+    # As many legend columns (up to 3) as fit the longest legend, at about 6 px a character.
+    longest = max(len(legend) for legend, _ in lines)
+    columns = max(1, min(3, int((width - left - right) // (longest * 6 + 26))))
+    legend_rows = math.ceil(len(lines) / columns)
     bottom = 24 + 18 * legend_rows
     plot_w, plot_h = width - left - right, height - top - bottom
     high = max(v for _, pts in lines for _, v in pts)

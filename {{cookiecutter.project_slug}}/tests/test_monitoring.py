@@ -2,10 +2,12 @@
 and worker.
 
 gunicorn (its metrics on their own port) and a worker on the orders queue only (its
-metrics on `TW_WORKER_METRICS_PORT`) run against the test's Redis; a Prometheus scrapes
-both every second with deploy/prometheus/alerts.yml loaded. Deliveries go in: orders, some
-failing every retry; prices, waiting with no worker on their queue; wrong signatures and
-stale timestamps. Then every query of deploy/grafana/dashboard.json and every alert's
+metrics on `TW_WORKER_METRICS_PORT`) run against the test's Redis, which has a replica
+that confirms their writes (`TW_REDIS_ACK_REPLICAS=1`); a Prometheus scrapes both every
+second with deploy/prometheus/alerts.yml loaded. A reconciliation pass ran and a lane is
+blocked (their state written as they write it). Deliveries go in: orders, some failing
+every retry; prices, waiting with no worker on their queue; wrong signatures and stale
+timestamps. Then every query of deploy/grafana/dashboard.json and every alert's
 expression goes through Prometheus' HTTP API: each must be valid, each whose data this
 traffic makes must return some (and the alerts this traffic must not trigger, none), and
 every metric they name must be one the receiver or the worker exports.
@@ -29,7 +31,8 @@ from external_tools import require
 from processes import PROJECT_ROOT, gunicorn, project_env, running, wait_for, wait_until_up
 from prometheus_client.parser import text_string_to_metric_families
 
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.embedded_redis import find_redis_server, free_port
+from {{ cookiecutter.package_name }}.lanes import BLOCKED_KEY
 from {{ cookiecutter.package_name }}.metrics import REGISTRY
 from {{ cookiecutter.package_name }}.reconcile import save_watermark
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, signed_headers
@@ -175,6 +178,28 @@ def fetch(url: str) -> str:
         return response.read().decode()
 
 
+def linked(replica: redis.Redis) -> bool:
+    with contextlib.suppress(redis.RedisError):
+        return replica.info("replication").get("master_link_status") == "up"
+    return False
+
+
+@contextlib.contextmanager
+def replica(redis_url: str, tmp_path: Path):
+    """A replica of the test's Redis, in sync, for `TW_REDIS_ACK_REPLICAS=1` to wait on."""
+    where = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+    port = free_port()
+    command = [
+        find_redis_server(), "--port", str(port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
+        "--replicaof", where.get("host", "127.0.0.1"), str(where.get("port", 6379)),
+    ]  # fmt: skip
+    with running(command, {}, tmp_path / "replica.log"):
+        own = redis.Redis(port=port)
+        wait_for(lambda: linked(own))
+        yield
+
+
 @contextlib.contextmanager
 def prometheus(tmp_path: Path, receiver: int, worker: int):
     binary = require("prometheus")
@@ -202,16 +227,23 @@ def test_every_panel_and_alert_query_runs_on_real_metrics(redis_url, tmp_path):
         TW_WORKER_METRICS_PORT=str(worker_port),
         TW_RETRY_MAX="1",
         TW_MAX_QUEUE_DEPTH=str(MAX_QUEUE_DEPTH),
+        TW_REDIS_ACK_REPLICAS="1",
+        TW_REDIS_ACK_TIMEOUT_MS="4000",  # a loaded test machine is no reason to answer 503
     )
     worker_command = [sys.executable, "-m", PACKAGE, "worker", "--queue", "orders"]
     with (
+        replica(redis_url, tmp_path),
         gunicorn(env, tmp_path / "web.log", workers=1) as base,
         running(worker_command, env, tmp_path / "worker.log"),
         prometheus(tmp_path, receiver_port, worker_port) as prom,
     ):
         wait_for(lambda: prom.value('sum(up{job=~"receiver|worker"})') == 2)
-        # A reconciliation pass ran (its watermark is fresh): docs/reconcile.md.
-        save_watermark(redis.Redis.from_url(redis_url), (int(time.time()), ""))
+        # A reconciliation pass ran (its watermark is fresh): docs/reconcile.md. A lane
+        # has been blocked for a minute, as a handler failing every retry leaves it
+        # (docs/lanes.md; not yet the ten minutes of TWLaneBlocked).
+        connection = redis.Redis.from_url(redis_url)
+        save_watermark(connection, (int(time.time()), ""))
+        connection.zadd(BLOCKED_KEY, {"lane_handlers.apply:ord_1": int(time.time()) - 60})
         started = time.time()
         # One of each outcome first, so that Prometheus has each counter's series before
         # the burst: an increase is counted from a series' first scrape.

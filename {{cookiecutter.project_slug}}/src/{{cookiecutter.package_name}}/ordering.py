@@ -35,6 +35,8 @@ from .config import settings_from_env
 from .connection import connect
 from .events import Event
 
+__all__ = ["is_newest", "newest_only"]
+
 log = logging.getLogger(__name__)
 
 MARK_PREFIX = "tw:newest:"

@@ -39,6 +39,11 @@ from .signature import HEADER, sign
 if TYPE_CHECKING:
     from .sandbox import Sandbox
 
+# What your tests may import. The fixtures (the README's table: `client`, `make_event`,
+# `signed_post`, `run_worker`, `event_status`, `sandbox`, ...) come with `pytest_plugins`,
+# by their pytest names; both are kept by upgrades.
+__all__ = ["TEST_SECRET", "make_event", "run_worker", "signed_headers", "signed_post"]
+
 TEST_SECRET = "whsec_test_secret"
 
 
