@@ -64,7 +64,7 @@ def main() -> int:
         project = args.project or bake(Path(scratch))
         sys.path.insert(0, str(project / "src"))
         name = package_of(project)
-        embedded = importlib.import_module(f"{name}.embedded_redis")
+        embedded = importlib.import_module(f"{name}.dev.embedded_redis")
         sandbox = importlib.import_module(f"{name}.sandbox")
         reconcile = importlib.import_module(f"{name}.reconcile")
         ledger = importlib.import_module(f"{name}.ledger")

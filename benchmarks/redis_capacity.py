@@ -190,7 +190,7 @@ def main(argv=None) -> int:
         project = args.project.resolve() if args.project else bake(Path(scratch))
         ingest.LOG_DIR = Path(scratch)
         sys.path.insert(0, str(project / "src"))
-        embedded = importlib.import_module(f"{args.package}.embedded_redis")
+        embedded = importlib.import_module(f"{args.package}.dev.embedded_redis")
         import redis
 
         with embedded.EmbeddedRedis() as server:

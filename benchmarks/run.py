@@ -5,7 +5,7 @@
     python benchmarks/run.py --quick          # shorter runs, for a first look
 
 Everything runs on this machine against a private redis-server started for the purpose
-(the one the project's `embedded_redis` finds), never against a Redis you already run.
+(the one the project's `dev/embedded_redis.py` finds), never against a Redis you already run.
 Load comes from wrk when it is on PATH, else from the Python generator in loadgen.py.
 """
 
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
         project = args.project.resolve() if args.project else bake(Path(scratch))
         ingest.LOG_DIR = Path(scratch)  # the servers' logs go with the scratch directory
         sys.path.insert(0, str(project / "src"))
-        embedded = importlib.import_module(f"{args.package}.embedded_redis")
+        embedded = importlib.import_module(f"{args.package}.dev.embedded_redis")
         import redis
 
         with embedded.EmbeddedRedis() as server:

@@ -150,7 +150,7 @@ def main(argv=None) -> int:
         scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="tw-bench-"))
         project = args.project.resolve() if args.project else bake(Path(scratch))
         sys.path.insert(0, str(project / "src"))
-        embedded = importlib.import_module(f"{args.package}.embedded_redis")
+        embedded = importlib.import_module(f"{args.package}.dev.embedded_redis")
         import redis
 
         server = stack.enter_context(embedded.EmbeddedRedis())

@@ -166,7 +166,7 @@ def test_core_files_present(baked):
         ".env",
     ):
         assert (root / relative).is_file(), relative
-    for module in ("__init__.py", "app.py", "signature.py", "cli.py"):
+    for module in ("__init__.py", "app.py", "signature.py", "cli/__init__.py"):
         assert (pkg / module).is_file(), f"src/{baked.package}/{module}"
     assert (root / "tests").is_dir()
     assert any((root / "samples" / "events").iterdir()), "samples/events is empty"

@@ -29,7 +29,7 @@ from external_tools import require
 from processes import PROJECT_ROOT, gunicorn, project_env, running, wait_for, wait_until_up
 from prometheus_client.parser import text_string_to_metric_families
 
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.metrics import REGISTRY
 from {{ cookiecutter.package_name }}.reconcile import save_watermark
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, signed_headers
