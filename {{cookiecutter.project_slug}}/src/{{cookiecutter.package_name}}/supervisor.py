@@ -1,14 +1,15 @@
 """`worker --processes N`: N worker processes under one command, replaced when they die.
 
-Each child is forked from this process and runs the entry point it is given, then exits
-with the status that returns. The `worker` command gives the single-process worker's own
-run, with the settings (and the Redis) it located once, here: so each child keeps every
+Each child is forked from this process, runs the entry point it is given and exits with
+the status that returns. This module knows nothing of the commands and imports neither
+them nor the worker: the `worker` command passes the single-process worker's run, with
+the settings (and the Redis) it located once, before the fork. So each child keeps every
 guarantee that command has (atomic job moves, the heartbeat, recovery of abandoned jobs,
 riding out a Redis outage, its own metrics port) without a line of it being written twice.
 The fork makes a child quick to start, as the interpreter and the libraries are loaded
 already; the handlers are not imported here but in each child, so whatever a handler
 module opens at import (a database connection, an HTTP client) belongs to one process
-only. This module knows nothing of the commands: it imports neither them nor the worker.
+only.
 
 This loop only starts, watches and stops the children:
 
