@@ -62,7 +62,7 @@ def project_env(project: Path, package: str, redis_url: str, **extra: str) -> di
 @contextlib.contextmanager
 def sandbox(project: Path, package: str, env: dict, rate_limit: int):
     """The project's `sandbox` command on a free port; yields its URL."""
-    port = importlib.import_module(f"{package}.embedded_redis").free_port()
+    port = importlib.import_module(f"{package}.dev.embedded_redis").free_port()
     command = [sys.executable, "-m", package, "sandbox", "--port", str(port)]
     command += ["--rate-limit", str(rate_limit)]
     process = subprocess.Popen(
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="tw-bench-api-") as scratch:
         project = args.project.resolve() if args.project else bake(Path(scratch))
         sys.path.insert(0, str(project / "src"))
-        embedded = importlib.import_module(f"{args.package}.embedded_redis")
+        embedded = importlib.import_module(f"{args.package}.dev.embedded_redis")
         with embedded.EmbeddedRedis() as server:
             conn = redis.Redis.from_url(server.url)
             env = project_env(project, args.package, server.url)

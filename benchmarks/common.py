@@ -91,13 +91,13 @@ def private_redis(package: str) -> Iterator[tuple[str, object]]:
     """Yield (url, client) of a redis-server started for the run, stopped after it."""
     import redis
 
-    embedded = importlib.import_module(f"{package}.embedded_redis")
+    embedded = importlib.import_module(f"{package}.dev.embedded_redis")
     with embedded.EmbeddedRedis() as server:
         yield server.url, redis.Redis.from_url(server.url)
 
 
 def free_port(package: str) -> int:
-    return importlib.import_module(f"{package}.embedded_redis").free_port()
+    return importlib.import_module(f"{package}.dev.embedded_redis").free_port()
 
 
 def project_env(project: Path, package: str, redis_url: str, **extra: str) -> dict[str, str]:

@@ -51,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     with common.project(args) as (project, _scratch):
         name = common.package_of(project)
-        embedded = importlib.import_module(f"{name}.embedded_redis")
+        embedded = importlib.import_module(f"{name}.dev.embedded_redis")
         sandbox = importlib.import_module(f"{name}.sandbox")
         reconcile = importlib.import_module(f"{name}.reconcile")
         ledger = importlib.import_module(f"{name}.ledger")

@@ -41,7 +41,7 @@ from common import machine
 @contextlib.contextmanager
 def replicated_redis(package: str, scratch: Path):
     """A primary and one replica in sync; yields the primary's URL."""
-    embedded = importlib.import_module(f"{package}.embedded_redis")
+    embedded = importlib.import_module(f"{package}.dev.embedded_redis")
     import redis
 
     server = embedded.find_redis_server()

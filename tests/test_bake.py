@@ -166,7 +166,7 @@ def test_core_files_present(baked):
         ".env",
     ):
         assert (root / relative).is_file(), relative
-    for module in ("__init__.py", "app.py", "signature.py", "cli.py"):
+    for module in ("__init__.py", "app.py", "signature.py", "cli/__init__.py"):
         assert (pkg / module).is_file(), f"src/{baked.package}/{module}"
     assert (root / "tests").is_dir()
     assert any((root / "samples" / "events").iterdir()), "samples/events is empty"
@@ -367,6 +367,8 @@ def test_wheel_builds_with_package_and_console_script(default_bake, tmp_path):
         assert f"{default_bake.package}/__init__.py" in names
         assert f"{default_bake.package}/app.py" in names
         assert f"{default_bake.package}/console/templates/base.html" in names
+        assert f"{default_bake.package}/cli/__init__.py" in names  # the console script's
+        assert f"{default_bake.package}/dev/server.py" in names
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         text = wheel.read(entry_points).decode()
     assert re.search(

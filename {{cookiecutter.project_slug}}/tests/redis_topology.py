@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 from processes import project_env, running, wait_for
 
-from {{ cookiecutter.package_name }}.embedded_redis import find_redis_server, free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import find_redis_server, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = PROJECT_ROOT / "deploy" / "redis-sentinel"

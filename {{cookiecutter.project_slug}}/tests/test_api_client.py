@@ -12,7 +12,7 @@ import pytest
 from processes import PROJECT_ROOT, project_env
 
 from {{ cookiecutter.package_name }}.api import ApiError, Client, handler_run
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.sandbox import Options, running
 
 SHOW = "12345"  # the sandbox's seeded show

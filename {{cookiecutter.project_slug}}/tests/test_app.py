@@ -11,7 +11,7 @@ from redis.retry import Retry
 
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.config import ConfigError, Settings
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.events import MAX_CREATED_AHEAD_SECONDS
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, signed_headers
 

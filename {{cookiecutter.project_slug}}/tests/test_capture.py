@@ -198,7 +198,7 @@ def test_export_command_says_when_capture_is_off(redis_url, monkeypatch, tmp_pat
 
 
 def test_export_command_reports_an_unreachable_redis(monkeypatch, tmp_path, capsys):
-    from {{ cookiecutter.package_name }}.embedded_redis import free_port
+    from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")

@@ -12,7 +12,7 @@ from processes import PROJECT_ROOT, cli, gunicorn, project_env, wait_for, worker
 from recording_handlers import expected_runs, runs
 
 from {{ cookiecutter.package_name }} import capture
-from {{ cookiecutter.package_name }}.embedded_redis import EmbeddedRedis
+from {{ cookiecutter.package_name }}.dev.embedded_redis import EmbeddedRedis
 from {{ cookiecutter.package_name }}.replay import read_events
 
 pytestmark = pytest.mark.e2e

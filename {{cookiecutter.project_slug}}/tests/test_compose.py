@@ -24,7 +24,7 @@ from external_tools import require
 from processes import PROJECT_ROOT, wait_for
 from recording_handlers import RUNS_KEY, expected_runs
 
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.replay import read_events
 
 pytestmark = [

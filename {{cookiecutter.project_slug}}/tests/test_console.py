@@ -19,7 +19,7 @@ from {{ cookiecutter.package_name }} import capture, cli, inspect_events, tallie
 from {{ cookiecutter.package_name }}.app import create_app as create_receiver
 from {{ cookiecutter.package_name }}.console import app as console_app
 from {{ cookiecutter.package_name }}.console.security import COOKIE, check_binding
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.intake import open_queues
 from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, run_worker, signed_headers

@@ -18,7 +18,7 @@ from external_tools import require
 from processes import PACKAGE, gunicorn, project_env, running, wait_for, wait_until_up, worker
 
 from {{ cookiecutter.package_name }} import inspect_events, tallies
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
 
 pytestmark = pytest.mark.e2e

@@ -26,7 +26,7 @@ from processes import PROJECT_ROOT, project_env, running, stop, wait_for, wait_u
 from recording_handlers import runs
 
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
 
 PACKAGE = "{{ cookiecutter.package_name }}"

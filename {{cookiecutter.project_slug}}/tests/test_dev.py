@@ -17,8 +17,8 @@ import pytest
 from processes import PACKAGE, PROJECT_ROOT, cli, project_env, running, wait_for, wait_until_up
 from recording_handlers import runs
 
-from {{ cookiecutter.package_name }}.devstate import STATE_FILE
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.state import STATE_FILE
 from {{ cookiecutter.package_name }}.testing import make_event
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from processes import PACKAGE, project_env, running, wait_for, wait_until_up
 
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,7 @@ import pytest
 from processes import cli, gunicorn, project_env, wait_for, worker
 from recording_handlers import expected_runs, runs
 
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 
 pytestmark = pytest.mark.e2e
 SAMPLES = "samples/events"

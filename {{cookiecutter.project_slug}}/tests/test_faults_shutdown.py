@@ -17,7 +17,7 @@ from recording_handlers import runs
 from slow_handlers import FINISHES_KEY, FIRST_KEY, STARTS_KEY, counts
 
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.intake import Intake
 from {{ cookiecutter.package_name }}.replay import Delivery, Options, run
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event

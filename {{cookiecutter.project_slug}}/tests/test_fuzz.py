@@ -27,7 +27,7 @@ from rq.serializers import JSONSerializer
 from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.config import ConfigError, Settings
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.events import MAX_CREATED_AHEAD_SECONDS
 from {{ cookiecutter.package_name }}.signature import HEADER, compute_signature, sign
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event, signed_headers

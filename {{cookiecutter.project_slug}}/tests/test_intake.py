@@ -227,7 +227,7 @@ def test_a_forked_child_uses_a_connection_of_its_own(settings, redis_conn):
 
 
 def test_redis_unreachable_raises_and_records_nothing(settings):
-    from {{ cookiecutter.package_name }}.embedded_redis import free_port
+    from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 
     down = redis.Redis(port=free_port(), socket_connect_timeout=0.2)
     with pytest.raises(redis.ConnectionError):

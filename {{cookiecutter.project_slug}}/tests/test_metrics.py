@@ -25,7 +25,7 @@ from rq.utils import now, utcformat
 
 from {{ cookiecutter.package_name }} import logs
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.metrics import (
     receiver_registry,
     serve_receiver_metrics,

@@ -31,7 +31,7 @@ from external_tools import require
 from processes import PROJECT_ROOT, gunicorn, project_env, running, wait_for, wait_until_up
 from prometheus_client.parser import text_string_to_metric_families
 
-from {{ cookiecutter.package_name }}.embedded_redis import find_redis_server, free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import find_redis_server, free_port
 from {{ cookiecutter.package_name }}.lanes import BLOCKED_KEY
 from {{ cookiecutter.package_name }}.metrics import REGISTRY
 from {{ cookiecutter.package_name }}.reconcile import save_watermark

@@ -20,7 +20,7 @@ from {{ cookiecutter.package_name }} import ledger, reconcile
 from {{ cookiecutter.package_name }}.cli import main as run_command
 from {{ cookiecutter.package_name }}.config import ConfigError, settings_from_env
 from {{ cookiecutter.package_name }}.console import app as console_app
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.events import Event
 from {{ cookiecutter.package_name }}.ordering import is_newest
 

@@ -245,7 +245,7 @@ def test_failed_retry_by_filter_with_dry_run_and_progress(
 
     terminal = Terminal()
     monkeypatch.setattr("sys.stderr", terminal)
-    monkeypatch.setattr(cli, "PROGRESS_FROM", 2)
+    monkeypatch.setattr(cli.failed, "PROGRESS_FROM", 2)
     assert cli.main(["failed", "retry", "--handler", "mails", "--since", "1h"]) == 0
     assert sorted(capsys.readouterr().out.split()[1::4]) == sorted(mails)
     assert terminal.getvalue().endswith("] 2/2\n")

@@ -14,11 +14,11 @@ import sys
 import pytest
 from processes import cli, project_env
 
-from {{ cookiecutter.package_name }} import cli as commands
-from {{ cookiecutter.package_name }} import devstate
+from {{ cookiecutter.package_name }}.cli.locate import located
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.connection import describe
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev import state as devstate
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.intake import Intake
 from {{ cookiecutter.package_name }}.testing import make_event
 
@@ -51,7 +51,7 @@ def no_redis_url(tmp_path, monkeypatch):
 
 
 def test_without_redis_url_or_dev_the_default_is_named(no_redis_url, capsys):
-    settings = commands._located(Settings())
+    settings = located(Settings())
     assert settings.redis_url == Settings().redis_url
     line = "Redis: localhost:6379, db 0 (REDIS_URL is unset: the default)\n"
     assert capsys.readouterr().err == line
@@ -78,7 +78,7 @@ def a_finished_pid() -> int:
 def test_a_stale_state_file_is_ignored_and_said_so(no_redis_url, redis_url, capsys, state, why):
     content = state(redis_url)
     (no_redis_url / devstate.STATE_FILE).write_text(json.dumps(content))
-    settings = commands._located(Settings())
+    settings = located(Settings())
     assert settings.redis_url == Settings().redis_url
     err = capsys.readouterr().err
     pid = content.get("pid") if isinstance(content, dict) else None

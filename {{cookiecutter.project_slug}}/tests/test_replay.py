@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package_name }} import cli, devstate
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }} import cli
+from {{ cookiecutter.package_name }}.dev import state as devstate
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.replay import (
     Delivery,
     Options,

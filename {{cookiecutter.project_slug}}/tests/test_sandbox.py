@@ -13,7 +13,7 @@ from processes import PACKAGE, PROJECT_ROOT, project_env, running, wait_for
 from processes import cli as command
 
 from {{ cookiecutter.package_name }} import cli
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.sandbox import Options
 
 ORDER = {"items": [{"listingId": "lst_7Qm2Floor", "quantity": 2}]}

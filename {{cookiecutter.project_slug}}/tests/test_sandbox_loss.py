@@ -7,7 +7,7 @@ import time
 from test_sandbox import ORDER, assert_error, connect
 
 from {{ cookiecutter.package_name }} import cli
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 
 
 def walk(client, **params) -> list[dict]:

@@ -31,7 +31,7 @@ from redis.sentinel import SentinelManagedSSLConnection
 
 from {{ cookiecutter.package_name }}.config import Settings, settings_from_env
 from {{ cookiecutter.package_name }}.connection import connect
-from {{ cookiecutter.package_name }}.embedded_redis import find_redis_server, free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import find_redis_server, free_port
 from {{ cookiecutter.package_name }}.intake import Intake
 from {{ cookiecutter.package_name }}.replay import read_events, with_fresh_ids
 from {{ cookiecutter.package_name }}.testing import TEST_SECRET, make_event

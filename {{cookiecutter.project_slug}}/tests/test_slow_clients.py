@@ -19,7 +19,7 @@ import pytest
 from processes import PACKAGE, gunicorn, project_env, running, wait_until_up
 
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
 
 pytestmark = pytest.mark.e2e

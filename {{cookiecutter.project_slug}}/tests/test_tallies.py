@@ -12,7 +12,7 @@ from redis.retry import Retry
 
 from {{ cookiecutter.package_name }} import tallies
 from {{ cookiecutter.package_name }}.console.charts import stacked_bars
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import make_event, run_worker, signed_post
 

@@ -16,7 +16,7 @@ from processes import PACKAGE, project_env, running, totals, wait_for, worker_me
 from slow_handlers import FINISHED_AT_KEY, FINISHES_KEY, FIRST_KEY, PID_KEY, STARTS_KEY, counts
 
 from {{ cookiecutter.package_name }}.config import Settings
-from {{ cookiecutter.package_name }}.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.intake import Intake, open_queues
 from {{ cookiecutter.package_name }}.testing import make_event
 
@@ -132,3 +132,41 @@ def _or_none(read, *args):
         return read(*args)
     except OSError:
         return None
+
+
+def test_redis_is_located_once_for_every_child(redis_url, tmp_path):
+    """The command names its Redis once; the children inherit it, and say nothing again."""
+    log = tmp_path / "worker.log"
+    burst = worker_command("--processes", "3", "--burst")
+    with running(burst, project_env(redis_url), log) as command:
+        assert command.wait(timeout=60) == 0, log.read_text()
+    text = log.read_text()
+    assert text.count("Redis: ") == 1, text
+    assert text.count(" listening on ") == 3, text
+
+
+def test_a_child_that_refuses_its_settings_stops_the_command(redis_url, tmp_path):
+    env = project_env(redis_url, TW_HANDLER_MODULES="no_such_handlers")
+    log = tmp_path / "worker.log"
+    with running(worker_command("--processes", "2"), env, log) as command:
+        assert command.wait(timeout=60) == 2, log.read_text()
+    text = log.read_text()
+    assert "error: TW_HANDLER_MODULES names 'no_such_handlers'" in text
+    assert "a worker process refused the settings; stopping" in text
+
+
+def test_a_child_with_a_bug_is_started_again_not_stopped(redis_url, tmp_path):
+    """A ValueError is a bug, not a refused setting: its traceback, and another child."""
+    (tmp_path / "buggy_handlers.py").write_text("raise ValueError('a bug at import')\n")
+    env = project_env(redis_url, TW_HANDLER_MODULES="buggy_handlers")
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    log = tmp_path / "worker.log"
+    with running(worker_command("--processes", "2"), env, log) as command:
+        wait_for(lambda: log.read_text().count("starting another") >= 4, timeout=30)
+        assert command.poll() is None  # still running, its children started again
+        command.send_signal(signal.SIGTERM)
+        assert command.wait(timeout=20) == 0, log.read_text()
+    text = log.read_text()
+    assert "ValueError: a bug at import" in text and "Traceback" in text
+    assert "exited (status 1); starting another" in text
+    assert "error: " not in text

@@ -1,19 +1,24 @@
 """`worker --processes N`: N worker processes under one command, replaced when they die.
 
-Each child is the single-process `worker` command itself: forked from this process, it
-runs `cli.main(["worker", ...])` and exits with its status, so it keeps every guarantee
-that command has (atomic job moves, the heartbeat, recovery of abandoned jobs, riding out
-a Redis outage, its own metrics port) without a line of it being written twice. The fork
-makes a child quick to start, as the interpreter and the libraries are loaded already;
-the handlers are not imported here but in each child, so whatever a handler module opens
-at import (a database connection, an HTTP client) belongs to one process only.
+Each child is forked from this process, runs the entry point it is given and exits with
+the status that returns. This module knows nothing of the commands and imports neither
+them nor the worker: the `worker` command passes the single-process worker's run, with
+the settings (and the Redis) it located once, before the fork. So each child keeps every
+guarantee that command has (atomic job moves, the heartbeat, recovery of abandoned jobs,
+riding out a Redis outage, its own metrics port) without a line of it being written twice.
+The fork makes a child quick to start, as the interpreter and the libraries are loaded
+already; the handlers are not imported here but in each child, so whatever a handler
+module opens at import (a database connection, an HTTP client) belongs to one process
+only.
 
 This loop only starts, watches and stops the children:
 
 - a child that dies (kill -9, out of memory) is started again, after a growing pause if it
   keeps dying young; the job it was running is recovered by the others, as with separate
   workers. A child that exits with status 2, the commands' "fix your settings" status,
-  stops the whole command with that status, since starting it again cannot help;
+  stops the whole command with that status, since starting it again cannot help; any
+  other status (1: an exception, whose traceback the child prints) is a death like the
+  others, and the child is started again;
 - SIGTERM or SIGINT is passed to every child, which finishes its running job and exits
   (RQ's warm shutdown); a second one is passed on too, and cuts the jobs short (RQ's cold
   shutdown, as with one worker: RQ counts the cut as a handler failure, to be retried).
@@ -34,22 +39,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pkgutil
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import NoReturn
 
-# Imported here, once, and shared by every child forked from this process; the handlers
-# are imported by each child after the fork, so none shares what a handler opens.
-from . import worker  # noqa: F401
 from .config import ConfigError, Settings
 from .metrics import WORKER_PORT_RANGE
 
 log = logging.getLogger(__name__)
 
-# The exit status of a command that refused its settings (see `cli.main`).
+# A child's entry point: a function taking no arguments that returns the child's exit
+# status (None: 0), or its "module:function" name, imported in the child after the fork.
+Entry = Callable[[], int | None] | str
+
+# The exit status of a command that refused its settings or its input (`cli.errors`).
 SETTINGS_ERROR = 2
 # A child that lived shorter than this died young: wait before starting the next one,
 # twice as long each time (up to MAX_PAUSE), so a child that cannot start does not spin.
@@ -59,23 +66,17 @@ POLL_SECONDS = 0.1
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def child_argv(queue_names: Sequence[str] | None, burst: bool) -> list[str]:
-    """The single-process `worker` command each child runs, as `cli.main` takes it."""
-    queues = [arg for name in queue_names or () for arg in ("--queue", name)]
-    return ["worker", *queues, *(["--burst"] if burst else [])]
-
-
-def _become_worker(argv: list[str]) -> NoReturn:
-    """In a forked child: run the `worker` command, then exit with its status."""
+def _become_child(entry: Entry) -> NoReturn:
+    """In a forked child: run `entry`, then exit with its status."""
     status = 1
     try:
         os.setpgid(0, 0)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        from .cli import main
-
-        status = main(argv)
+        run = pkgutil.resolve_name(entry) if isinstance(entry, str) else entry
+        result = run()
+        status = 0 if result is None else result
     except SystemExit as exc:  # RQ's cold shutdown
         status = exc.code if isinstance(exc.code, int) else 0
     except BaseException:
@@ -89,8 +90,8 @@ def _become_worker(argv: list[str]) -> NoReturn:
 class _Slot:
     """One of the N places a child runs in: its process and its restart pause."""
 
-    def __init__(self, argv: list[str]) -> None:
-        self.argv = argv
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
         self.pid: int | None = None
         self.started = 0.0
         self.pause = 0.0  # before the next start, after a child that died young
@@ -105,7 +106,7 @@ class _Slot:
         try:
             pid = os.fork()
             if pid == 0:
-                _become_worker(self.argv)
+                _become_child(self.entry)
             with contextlib.suppress(OSError):
                 os.setpgid(pid, pid)  # as the child does: whichever runs first
         finally:
@@ -145,11 +146,12 @@ class _Slot:
 
 def supervise(
     processes: int,
-    queue_names: Sequence[str] | None = None,
+    entry: Entry,
     burst: bool = False,
     settings: Settings | None = None,
 ) -> int:
-    """Run `processes` workers until a stop signal (or, with `burst`, until all are done).
+    """Run `processes` children of `entry` until a stop signal (or, with `burst`, until
+    each has exited 0: a child that is done is not started again).
 
     Returns the command's exit status: 0 after a stop or a finished burst, 2 when a child
     refused the settings.
@@ -159,7 +161,7 @@ def supervise(
             f"TW_WORKER_METRICS_PORT gives each worker process its own port, at most "
             f"{WORKER_PORT_RANGE} per host: run at most {WORKER_PORT_RANGE} processes"
         )
-    slots = [_Slot(child_argv(queue_names, burst)) for _ in range(processes)]
+    slots = [_Slot(entry) for _ in range(processes)]
     signals: list[int] = []
     previous = {
         signum: signal.signal(signum, lambda signum, frame: signals.append(signum))

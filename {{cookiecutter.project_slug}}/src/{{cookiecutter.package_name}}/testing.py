@@ -32,7 +32,7 @@ import redis
 
 from . import tallies
 from .config import Settings, settings_from_env
-from .embedded_redis import EmbeddedRedis
+from .dev.embedded_redis import EmbeddedRedis
 from .events import new_envelope
 from .signature import HEADER, sign
 

@@ -17,7 +17,7 @@ import time
 
 import redis
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 class RedisUnavailable(ConfigError):

@@ -11,7 +11,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+# The receiver's package, this one's parent: all of it is watched, `dev/` included.
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 def watched_roots(handler_modules: Iterable[str] = ()) -> list[Path]:

@@ -26,10 +26,12 @@ import threading
 import time
 from collections.abc import Mapping
 
-from . import devstate, reloader
-from .config import settings_from_env
+from ..config import settings_from_env
+from . import reloader, state
 from .embedded_redis import EmbeddedRedis, free_port
 
+# The receiver's package, this one's parent: what the children run.
+PACKAGE = __package__.rpartition(".")[0]
 STOP_TIMEOUT_SECONDS = 10
 # A worker that exited sooner than this after its start died young: the next one waits,
 # twice as long each time up to the maximum (the figures of `supervisor.py`).
@@ -45,9 +47,9 @@ def commands(host: str, port: int, reload: bool) -> dict[str, list[str]]:
         "--access-logfile", "-",
         "--no-control-socket",
         *(["--reload"] if reload else []),
-        f"{__package__}.app:create_app()",
+        f"{PACKAGE}.app:create_app()",
     ]  # fmt: skip
-    worker = [sys.executable, "-m", __package__, "worker"]
+    worker = [sys.executable, "-m", PACKAGE, "worker"]
     return {"web": web, "worker": worker}
 
 
@@ -56,12 +58,12 @@ def sandbox_process(
 ) -> tuple[list[str], dict[str, str]]:
     """For `dev --sandbox`: the `sandbox` command on a free port, sending its webhooks to
     the dev receiver, and the variables that point the worker's API client at it."""
-    from .sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+    from ..sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 
     api_port = free_port()
     receiver_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     command = [
-        sys.executable, "-m", __package__, "sandbox", "--port", str(api_port),
+        sys.executable, "-m", PACKAGE, "sandbox", "--port", str(api_port),
         "--webhook-url", f"http://{receiver_host}:{port}{webhook_path}",
     ]  # fmt: skip
     api_env = {
@@ -182,19 +184,19 @@ def run(
             flush=True,
         )
     embedded = None
-    state = contextlib.ExitStack()
+    published = contextlib.ExitStack()
     receiver_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     receiver = f"http://{f'[{receiver_host}]' if ':' in receiver_host else receiver_host}:{port}"
     if not child_env.get("REDIS_URL"):
         embedded = EmbeddedRedis().start()
         child_env["REDIS_URL"] = embedded.url
     # For the commands of another terminal: this Redis (if ours) and receiver (`replay`).
-    state.enter_context(devstate.published(embedded.url if embedded else None, receiver=receiver))
+    published.enter_context(state.published(embedded.url if embedded else None, receiver=receiver))
     if embedded is not None:
         print(
             f" redis | embedded Redis at {embedded.url}; `events`, `failed` and the other "
             f"commands run from this directory use it while REDIS_URL is unset "
-            f"({devstate.STATE_FILE})",
+            f"({state.STATE_FILE})",
             flush=True,
         )
     lock = threading.Lock()
@@ -235,7 +237,7 @@ def run(
                 break
     finally:
         _stop(processes)
-        state.close()
+        published.close()
         if embedded is not None:
             embedded.close()
         for signum, handler in previous.items():
