@@ -17,7 +17,18 @@ from datetime import UTC, datetime
 
 import redis
 
-from . import capture, devstate, inspect_events, lanes, logs, replay, signature
+from . import (
+    capture,
+    devstate,
+    event_filters,
+    event_status,
+    lanes,
+    logs,
+    recovery,
+    replay,
+    secret_usage,
+    signature,
+)
 from .config import ConfigError, Settings, load_environment, settings_from_env
 from .connection import connect, describe
 from .events import QUEUES, check_type_pattern
@@ -116,7 +127,7 @@ def _when(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ") if moment else "-"
 
 
-def _event_table(infos: list[inspect_events.EventInfo]) -> str:
+def _event_table(infos: list[event_status.EventInfo]) -> str:
     rows = [("id", "type", "status", "tries", "last activity", "error")]
     for info in infos:
         rows.append((
@@ -130,7 +141,7 @@ def _event_table(infos: list[inspect_events.EventInfo]) -> str:
 
 
 def cmd_events_list(args: argparse.Namespace, settings: Settings) -> int:
-    infos = inspect_events.list_events(connect(_located(settings)), args.status, args.limit)
+    infos = event_status.list_events(connect(_located(settings)), args.status, args.limit)
     if not infos:
         print("no events" + (f" with status {args.status}" if args.status else ""))
         return 0
@@ -140,8 +151,8 @@ def cmd_events_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_events_show(args: argparse.Namespace, settings: Settings) -> int:
     connection = connect(_located(settings))
-    info = inspect_events.show(connection, args.id, settings.dedupe_window_seconds)
-    archived = inspect_events.captured(connection, args.id)
+    info = event_status.show(connection, args.id, settings.dedupe_window_seconds)
+    archived = event_status.captured(connection, args.id)
     if info is None and archived is None:
         print(f"error: no trace of event {args.id} in this Redis", file=sys.stderr)
         return 1
@@ -179,13 +190,13 @@ def cmd_events_export(args: argparse.Namespace, settings: Settings) -> int:
     connection = connect(_located(settings))
     event_filter = _event_filter(args)
     if args.output == "-":
-        count = inspect_events.export_matching(
+        count = event_filters.export_matching(
             connection, sys.stdout.buffer, event_filter, args.limit
         )
         sys.stdout.flush()
     else:
         with open(args.output, "wb") as out:
-            count = inspect_events.export_matching(connection, out, event_filter, args.limit)
+            count = event_filters.export_matching(connection, out, event_filter, args.limit)
     where = "standard output" if args.output == "-" else args.output
     print(f"exported {count} event(s) to {where}", file=sys.stderr)
     if not count and not capture.size(connection):
@@ -197,13 +208,13 @@ def cmd_events_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _event_filter(args: argparse.Namespace) -> inspect_events.EventFilter:
-    return inspect_events.EventFilter(
+def _event_filter(args: argparse.Namespace) -> event_filters.EventFilter:
+    return event_filters.EventFilter(
         event_type=args.type, handler=args.handler, since=args.since, until=args.until
     )
 
 
-def _matching(event_filter: inspect_events.EventFilter) -> str:
+def _matching(event_filter: event_filters.EventFilter) -> str:
     return f" matching {event_filter.describe()}" if not event_filter.empty else ""
 
 
@@ -211,9 +222,9 @@ def cmd_failed_list(args: argparse.Namespace, settings: Settings) -> int:
     connection = connect(_located(settings))
     event_filter = _event_filter(args)
     if event_filter.empty:
-        infos = inspect_events.list_events(connection, "failed", args.limit)
+        infos = event_status.list_events(connection, "failed", args.limit)
     else:
-        matching = inspect_events.failed_matching(connection, event_filter)
+        matching = event_filters.failed_matching(connection, event_filter)
         infos = sorted(matching, key=lambda info: info.last_activity, reverse=True)[: args.limit]
     if not infos:
         print("no failed events" + _matching(event_filter))
@@ -231,7 +242,7 @@ def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
         print("error: give event ids, or --all or filters (not both)", file=sys.stderr)
         return 2
     if by_filter:
-        ids = [info.id for info in inspect_events.failed_matching(connection, event_filter)]
+        ids = [info.id for info in event_filters.failed_matching(connection, event_filter)]
         if not ids:
             print("no failed events" + _matching(event_filter))
             return 0
@@ -245,8 +256,8 @@ def cmd_failed_retry(args: argparse.Namespace, settings: Settings) -> int:
     status = 0
     for event_id in ids:
         try:
-            job = inspect_events.retry(connection, settings, event_id)
-        except inspect_events.NotFailed as exc:
+            job = recovery.retry(connection, settings, event_id)
+        except recovery.NotFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
         else:
@@ -265,7 +276,7 @@ def _ago(moment: datetime, now: datetime) -> str:
 
 
 def cmd_secrets(args: argparse.Namespace, settings: Settings) -> int:
-    uses = inspect_events.secret_usage(connect(_located(settings)), settings.require_secrets())
+    uses = secret_usage.secret_usage(connect(_located(settings)), settings.require_secrets())
     now = datetime.now(UTC)
     rows = [("secret", "fingerprint", "last verified a delivery")]
     for use in uses:
@@ -411,9 +422,9 @@ def _type_pattern(value: str) -> str:
 
 
 def _moment(value: str) -> float:
-    """An argparse type: a point in time (see `inspect_events.parse_moment`)."""
+    """An argparse type: a point in time (see `event_filters.parse_moment`)."""
     try:
-        return inspect_events.parse_moment(value)
+        return event_filters.parse_moment(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -599,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     evs = commands.add_parser("events", help="list, show and export received events")
     evs_commands = evs.add_subparsers(dest="events_command", required=True, metavar="ACTION")
     lst = evs_commands.add_parser("list", help="recent events with their status")
-    lst.add_argument("--status", choices=inspect_events.STATUSES, help="only this status")
+    lst.add_argument("--status", choices=event_status.STATUSES, help="only this status")
     lst.add_argument("--limit", type=_count, default=20, metavar="N", help="at most N (default 20)")
     lst.set_defaults(func=cmd_events_list)
     show = evs_commands.add_parser("show", help="one event: status, attempts, last error")

@@ -25,7 +25,7 @@ from flask import Flask, Response, abort, g, redirect, render_template, request,
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
-from .. import capture, inspect_events, lanes
+from .. import capture, event_filters, event_status, lanes, recovery
 from ..config import Settings
 from . import charts, queries
 from .security import (
@@ -67,19 +67,19 @@ class BadFilter(ValueError):
     """A filter typed into a form that cannot be used; the message says why."""
 
 
-def event_filter(args) -> inspect_events.EventFilter:
+def event_filter(args) -> event_filters.EventFilter:
     """The filters of a page's form, as `failed retry` and `events export` take them: a
     type pattern, a handler that failed, received since/until (`2h`, ISO or unix seconds)."""
 
     def moment(name: str) -> float | None:
         value = args.get(name, "").strip()
         try:
-            return inspect_events.parse_moment(value) if value else None
+            return event_filters.parse_moment(value) if value else None
         except ValueError as exc:
             raise BadFilter(f"{name}: {exc}") from None
 
     try:
-        return inspect_events.EventFilter(
+        return event_filters.EventFilter(
             event_type=args.get("type", "").strip() or None,
             handler=args.get("handler", "").strip() or None,
             since=moment("since"),
@@ -91,8 +91,8 @@ def event_filter(args) -> inspect_events.EventFilter:
 
 def event_query(args, status: str = "") -> queries.EventQuery:
     status = status or args.get("status", "")
-    if status and status not in inspect_events.STATUSES:
-        raise BadFilter(f"status: choose one of {', '.join(inspect_events.STATUSES)}")
+    if status and status not in event_status.STATUSES:
+        raise BadFilter(f"status: choose one of {', '.join(event_status.STATUSES)}")
     return queries.EventQuery(status, args.get("id", "").strip(), event_filter(args))
 
 
@@ -163,7 +163,7 @@ def create_app(
             "csrf_token": guard.csrf_token(session) if session else "",
             "read_only": read_only,
             "token_required": guard.required,
-            "statuses": inspect_events.STATUSES,
+            "statuses": event_status.STATUSES,
         }
 
     def refuse_other_sites() -> None:
@@ -311,7 +311,7 @@ def create_app(
     @app.get("/events/<path:event_id>")
     def event(event_id: str) -> str:
         info = queries.show(connection, event_id, settings.dedupe_window_seconds)
-        archived = inspect_events.captured(connection, event_id)
+        archived = event_status.captured(connection, event_id)
         if info is None and archived is None:
             abort(404, f"No trace of event {event_id} in this Redis.")
         envelope = info.envelope if info is not None and info.envelope else None
@@ -340,9 +340,9 @@ def create_app(
         done = errors = 0
         for event_id in ids:
             try:
-                inspect_events.retry(connection, settings, event_id)
+                recovery.retry(connection, settings, event_id)
                 done += 1
-            except inspect_events.NotFailed as exc:
+            except recovery.NotFailed as exc:
                 log.info("console: %s", exc)
                 errors += 1
         back = local_path(request.form.get("back", ""), url_for("failed")).split("?", 1)[0]
@@ -361,10 +361,10 @@ def create_app(
             query = event_query(request.form, status="failed")
         except BadFilter as exc:
             abort(400, str(exc))
-        matching = inspect_events.failed_matching(connection, query.filter)
+        matching = event_filters.failed_matching(connection, query.filter)
         return requeue([info.id for info in matching if query.matches(info)])
 
-    def captured_filter() -> inspect_events.EventFilter:
+    def captured_filter() -> event_filters.EventFilter:
         try:
             return event_filter(request.args)
         except BadFilter as exc:
@@ -374,7 +374,7 @@ def create_app(
     def captured() -> str:
         # Oldest first, as the archive is read; the newest are listed.
         newest = deque(
-            inspect_events.captured_matching(connection, captured_filter()), CAPTURED_SHOWN
+            event_filters.captured_matching(connection, captured_filter()), CAPTURED_SHOWN
         )
         return render_template(
             "captured.html", rows=list(reversed(newest)), size=capture.size(connection),
@@ -384,7 +384,7 @@ def create_app(
     @app.get("/captured/export.jsonl")
     def export() -> Response:
         out = io.BytesIO()
-        inspect_events.export_matching(connection, out, captured_filter())
+        event_filters.export_matching(connection, out, captured_filter())
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         return Response(
             out.getvalue(),
