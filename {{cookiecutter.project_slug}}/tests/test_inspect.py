@@ -214,7 +214,6 @@ def test_unknown_and_expired_events(handlers, settings, redis_conn):
     assert (info.status, info.seen) == ("expired", True)
 
 
-
 def failed_registry(redis_conn, scores):
     """The first queue's failed registry holding `evt_0`, `evt_1`, ... scored `scores`
     (RQ scores to the second, so ties are common); returns its key and the ids in order."""
