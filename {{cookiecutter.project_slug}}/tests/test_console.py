@@ -8,6 +8,7 @@ import re
 import sys
 from html import unescape
 
+import itsdangerous
 import pytest
 import redis
 from processes import PACKAGE, project_env, running, wait_until_up
@@ -18,7 +19,8 @@ from rq.serializers import JSONSerializer
 from {{ cookiecutter.package_name }} import capture, cli, event_status, tallies
 from {{ cookiecutter.package_name }}.app import create_app as create_receiver
 from {{ cookiecutter.package_name }}.console import app as console_app
-from {{ cookiecutter.package_name }}.console.security import COOKIE, check_binding
+from {{ cookiecutter.package_name }}.console import pages as console_pages
+from {{ cookiecutter.package_name }}.console.security import COOKIE, SESSION_SECONDS, check_binding
 from {{ cookiecutter.package_name }}.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.intake import open_queues
 from {{ cookiecutter.package_name }}.routing import routes
@@ -147,7 +149,7 @@ def test_events_filter_by_status_type_id_and_time(mixed, console):
 
 
 def test_events_are_paginated(state, receiver, settings, redis_conn, console, monkeypatch):
-    monkeypatch.setattr(console_app, "PAGE_SIZE", 2)
+    monkeypatch.setattr(console_pages, "PAGE_SIZE", 2)
     deliver(receiver, *[make_event("price.updated") for _ in range(5)])
     seen = []
     path = "/events"
@@ -488,6 +490,29 @@ def test_the_login_cookie_is_secure_over_https_and_goes_only_to_safe_places(sett
         headers={"X-Forwarded-Proto": "https"},
     )
     assert login.status_code == 302 and "Secure" in login.headers["Set-Cookie"]
+
+
+def test_a_login_lasts_12_hours_outlives_a_restart_and_ends_with_the_token(
+    settings, redis_conn, monkeypatch
+):
+    console = make_console(settings, redis_conn, token=TOKEN)
+    login = console.post("/login", data={"csrf": csrf(console, "/login"), "token": TOKEN})
+    assert "Expires=" in login.headers["Set-Cookie"]  # kept when the browser restarts
+    cookie = {"Cookie": login.headers["Set-Cookie"].split(";", 1)[0]}
+
+    def page(token):
+        app = console_app.create_app(settings, redis_conn, token=token)
+        return app.test_client(use_cookies=False).get("/", headers=cookie)
+
+    assert page(TOKEN).status_code == 200  # a restarted console with the same token
+    assert page(TOKEN + "2").status_code == 302  # a new token: log in again
+    later = itsdangerous.TimestampSigner.get_timestamp
+    monkeypatch.setattr(
+        itsdangerous.TimestampSigner,
+        "get_timestamp",
+        lambda signer: later(signer) + SESSION_SECONDS + 1,
+    )
+    assert page(TOKEN).status_code == 302  # 12 hours on
 
 
 def test_a_bearer_token_works_without_a_cookie_or_csrf(mixed, settings, redis_conn):
