@@ -51,6 +51,7 @@ class Receiver:
 
 
 def receiver(app: Flask) -> Receiver:
+    """The parts of `app` (pass `current_app`: one lookup of the request's context)."""
     return app.extensions["tw_receiver"]
 
 
