@@ -74,12 +74,15 @@ def create_app(settings: Settings | None = None, connection: redis.Redis | None 
     return app
 
 
-# `g` and `request` are proxies, each use a lookup of the request's context: the hot path
-# reads each once (`_get_current_object`, Werkzeug's documented way to do so).
+# `g`, `request` and `current_app` are proxies, each use a lookup of the request's context:
+# the hot path reads each once (`_get_current_object`, Werkzeug's documented way to do so).
 
 
 def assign_request_id() -> None:
+    """Give the request its id, start its clock, and put the app's parts in `g.receiver`
+    for the view and `note_answer` (one lookup of the app per request)."""
     state = g._get_current_object()
+    state.receiver = current_app.extensions["tw_receiver"]
     state.request_id = "req_" + os.urandom(8).hex()
     state.started = time.perf_counter()
 
@@ -90,7 +93,7 @@ def note_answer(response: Response) -> Response:
     state, answered = g._get_current_object(), request._get_current_object()
     response.headers[REQUEST_ID_HEADER] = state.request_id
     event = state.get("event")
-    webhooks.receiver(current_app).books.note(
+    state.receiver.books.note(
         Answered(
             time.time(),
             response.status_code,
@@ -121,7 +124,7 @@ def answer_werkzeug_error(exc: HTTPException) -> Response:
     status = exc.code or 500
     code = HTTP_ERROR_CODES.get(status, "http_error")
     g.outcome = code
-    settings = webhooks.receiver(current_app).settings
+    settings = current_app.extensions["tw_settings"]
     if status == 413:
         message = f"The body is larger than the limit of {settings.max_body_bytes} bytes."
     elif isinstance(exc, NotFound):

@@ -16,7 +16,7 @@ import logging
 from dataclasses import dataclass
 
 import redis
-from flask import Blueprint, Flask, Request, Response, current_app, g, request
+from flask import Blueprint, Request, Response, g, request
 from gunicorn.http.errors import ParseException
 from prometheus_client import Counter
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -38,7 +38,7 @@ ENDPOINT = "webhooks.receive"
 @dataclass(frozen=True)
 class Receiver:
     """One receiver app's parts, built once by `create_app` and shared by its request
-    threads (`app.extensions["tw_receiver"]`)."""
+    threads (`app.extensions["tw_receiver"]`, and `g.receiver` during a request)."""
 
     settings: Settings
     intake: Intake
@@ -48,11 +48,6 @@ class Receiver:
     # request would cost a dictionary lookup under a lock).
     fingerprints: tuple[str, ...]
     verified_counters: tuple[Counter, ...]
-
-
-def receiver(app: Flask) -> Receiver:
-    """The parts of `app` (pass `current_app`: one lookup of the request's context)."""
-    return app.extensions["tw_receiver"]
 
 
 # An oversized chunked body is read on to its end, up to this many times the limit, before
@@ -100,14 +95,15 @@ def read_body(delivery: Request, limit: int) -> bytes:
     return body
 
 
-# `g`, `request` and `current_app` are proxies, each use a lookup of the request's context:
-# the hot path reads each once (`_get_current_object`, Werkzeug's documented way to do so).
+# `g` and `request` are proxies, each use a lookup of the request's context: the hot path
+# reads each once (`_get_current_object`, Werkzeug's documented way to do so), and finds
+# the app's parts in `g.receiver` (`app.assign_request_id` put them there).
 
 
 @bp.post("")
 def receive() -> Response:
     state, delivery = g._get_current_object(), request._get_current_object()
-    parts = receiver(current_app)
+    parts: Receiver = state.receiver
     settings = parts.settings
     try:
         body = read_body(delivery, settings.max_body_bytes)
