@@ -6,7 +6,7 @@ import pytest
 from processes import PACKAGE, project_env, python
 from processes import cli as command
 
-from {{ cookiecutter.package_name }} import cli, inspect_events
+from {{ cookiecutter.package_name }} import cli, event_status
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def test_a_value_error_from_a_bug_is_not_a_usage_error(run_cli, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("a bug, not something the person typed")
 
-    monkeypatch.setattr(inspect_events, "list_events", broken)
+    monkeypatch.setattr(event_status, "list_events", broken)
     with pytest.raises(ValueError, match="a bug"):
         run_cli("events", "list")
 
@@ -61,10 +61,10 @@ def test_a_value_error_from_a_bug_is_not_a_usage_error(run_cli, monkeypatch):
 def test_a_bug_shows_its_traceback_and_exits_1():
     ran = python(
         "import sys\n"
-        f"from {PACKAGE} import cli, inspect_events\n"
+        f"from {PACKAGE} import cli, event_status\n"
         "def broken(*args, **kwargs):\n"
         "    raise ValueError('a bug, not something the person typed')\n"
-        "inspect_events.list_events = broken\n"
+        "event_status.list_events = broken\n"
         "sys.exit(cli.main(['events', 'list']))\n"
     )
     assert ran.returncode == 1, ran.stderr

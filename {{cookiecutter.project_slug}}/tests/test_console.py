@@ -8,6 +8,7 @@ import re
 import sys
 from html import unescape
 
+import itsdangerous
 import pytest
 import redis
 from processes import PACKAGE, project_env, running, wait_until_up
@@ -15,10 +16,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq.serializers import JSONSerializer
 
-from {{ cookiecutter.package_name }} import capture, cli, inspect_events, tallies
+from {{ cookiecutter.package_name }} import capture, cli, event_status, tallies
 from {{ cookiecutter.package_name }}.app import create_app as create_receiver
 from {{ cookiecutter.package_name }}.console import app as console_app
-from {{ cookiecutter.package_name }}.console.security import COOKIE, check_binding
+from {{ cookiecutter.package_name }}.console import pages as console_pages
+from {{ cookiecutter.package_name }}.console.security import COOKIE, SESSION_SECONDS, check_binding
 from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.intake import open_queues
 from {{ cookiecutter.package_name }}.routing import routes
@@ -147,7 +149,7 @@ def test_events_filter_by_status_type_id_and_time(mixed, console):
 
 
 def test_events_are_paginated(state, receiver, settings, redis_conn, console, monkeypatch):
-    monkeypatch.setattr(console_app, "PAGE_SIZE", 2)
+    monkeypatch.setattr(console_pages, "PAGE_SIZE", 2)
     deliver(receiver, *[make_event("price.updated") for _ in range(5)])
     seen = []
     path = "/events"
@@ -260,7 +262,7 @@ def test_a_run_cut_short_by_a_lost_worker_is_shown(
     retried = console.post("/failed/retry", data={"csrf": csrf(console), "id": event["id"]})
     assert retried.status_code == 303
     run_worker(redis_conn, settings)
-    assert inspect_events.show(redis_conn, event["id"]).status == "processed"
+    assert event_status.show(redis_conn, event["id"]).status == "processed"
     assert attempts_shown() == str(1 + settings.retry_max + 1 + 1)  # each run counted once
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDIS_URL", redis_url)
@@ -281,7 +283,7 @@ def test_retry_one_then_a_selection_then_everything_matching(
     events = [make_event("order.created") for _ in range(4)]
     deliver(receiver, *events)
     run_worker(redis_conn, settings)
-    assert sorted(inspect_events.failed_ids(redis_conn)) == sorted(e["id"] for e in events)
+    assert sorted(event_status.failed_ids(redis_conn)) == sorted(e["id"] for e in events)
     state["broken"] = False
     token = csrf(console, "/failed")
 
@@ -291,7 +293,7 @@ def test_retry_one_then_a_selection_then_everything_matching(
         "/failed/retry", data={"csrf": token, "id": [events[1]["id"], events[2]["id"]]}
     )
     assert "requeued=2" in selection.headers["Location"]
-    assert inspect_events.failed_ids(redis_conn) == [events[3]["id"]]
+    assert list(event_status.failed_ids(redis_conn)) == [events[3]["id"]]
     run_worker(redis_conn, settings)
     # A filter that matches nothing requeues nothing; the matching one requeues the rest.
     for nothing in ({"type": "price.*"}, {"handler": "books"}):
@@ -303,7 +305,7 @@ def test_retry_one_then_a_selection_then_everything_matching(
     assert "requeued=1" in rest.headers["Location"]
     run_worker(redis_conn, settings)
     for event in events:
-        assert inspect_events.show(redis_conn, event["id"]).status == "processed"
+        assert event_status.show(redis_conn, event["id"]).status == "processed"
     html = text(console.get(f"/events/{events[0]['id']}"))
     runs = re.findall(r'<tr><td class="when">[^<]+</td><td>([a-z ]+)</td>', html)
     assert runs == ["failed"] * (settings.retry_max + 1) + ["successful"]
@@ -333,9 +335,9 @@ def test_every_post_needs_the_sessions_csrf_token(mixed, console, settings, redi
     other_token = csrf(other)
     stolen = console.post("/failed/retry", data={"id": failed_id, "csrf": other_token})
     assert stolen.status_code == 403
-    assert inspect_events.failed_ids(redis_conn) == [failed_id]
+    assert list(event_status.failed_ids(redis_conn)) == [failed_id]
     ok = console.post("/failed/retry", data={"id": failed_id, "csrf": csrf(console)})
-    assert ok.status_code == 303 and inspect_events.failed_ids(redis_conn) == []
+    assert ok.status_code == 303 and list(event_status.failed_ids(redis_conn)) == []
 
 
 def test_a_post_without_its_csrf_token_says_why(mixed, console):
@@ -362,7 +364,7 @@ def test_another_sites_name_rebound_to_the_console_is_refused(mixed, console, re
         headers={"Host": REBOUND, "Origin": f"http://{REBOUND}"},
     )
     assert posted.status_code == 421
-    assert inspect_events.failed_ids(redis_conn) == [mixed["failed"]["id"]]
+    assert list(event_status.failed_ids(redis_conn)) == [mixed["failed"]["id"]]
     for name in ("localhost", "localhost:8050", "127.0.0.1", "127.0.0.1:9000", "[::1]:8050",
                  "LOCALHOST:1"):  # fmt: skip
         assert console.get("/", headers={"Host": name}).status_code == 200, name
@@ -397,13 +399,13 @@ def test_every_post_must_come_from_the_consoles_own_origin(mixed, console, redis
         )
         assert response.status_code == 403, headers
         assert "changes are taken only from the console&#39;s own pages" in text(response)
-    assert inspect_events.failed_ids(redis_conn) == [failed_id]
+    assert list(event_status.failed_ids(redis_conn)) == [failed_id]
     same = console.post(
         "/failed/retry",
         data={"csrf": token, "id": failed_id},
         headers={"Origin": "http://localhost", "Referer": "http://evil.example/"},
     )
-    assert same.status_code == 303 and inspect_events.failed_ids(redis_conn) == []
+    assert same.status_code == 303 and list(event_status.failed_ids(redis_conn)) == []
 
 
 def test_the_running_console_refuses_a_rebound_name_over_http(redis_url, tmp_path):
@@ -445,7 +447,7 @@ def test_read_only_hides_the_actions_and_refuses_them(mixed, settings, redis_con
     for action in ("/failed/retry", "/failed/retry-matching"):
         response = console.post(action, data={"csrf": token, "id": failed_id})
         assert response.status_code == 403 and "read-only" in text(response)
-    assert inspect_events.failed_ids(redis_conn) == [failed_id]
+    assert list(event_status.failed_ids(redis_conn)) == [failed_id]
 
 
 def test_with_a_token_every_page_asks_for_it(settings, redis_conn):
@@ -490,6 +492,29 @@ def test_the_login_cookie_is_secure_over_https_and_goes_only_to_safe_places(sett
     assert login.status_code == 302 and "Secure" in login.headers["Set-Cookie"]
 
 
+def test_a_login_lasts_12_hours_outlives_a_restart_and_ends_with_the_token(
+    settings, redis_conn, monkeypatch
+):
+    console = make_console(settings, redis_conn, token=TOKEN)
+    login = console.post("/login", data={"csrf": csrf(console, "/login"), "token": TOKEN})
+    assert "Expires=" in login.headers["Set-Cookie"]  # kept when the browser restarts
+    cookie = {"Cookie": login.headers["Set-Cookie"].split(";", 1)[0]}
+
+    def page(token):
+        app = console_app.create_app(settings, redis_conn, token=token)
+        return app.test_client(use_cookies=False).get("/", headers=cookie)
+
+    assert page(TOKEN).status_code == 200  # a restarted console with the same token
+    assert page(TOKEN + "2").status_code == 302  # a new token: log in again
+    later = itsdangerous.TimestampSigner.get_timestamp
+    monkeypatch.setattr(
+        itsdangerous.TimestampSigner,
+        "get_timestamp",
+        lambda signer: later(signer) + SESSION_SECONDS + 1,
+    )
+    assert page(TOKEN).status_code == 302  # 12 hours on
+
+
 def test_a_bearer_token_works_without_a_cookie_or_csrf(mixed, settings, redis_conn):
     console = make_console(settings, redis_conn, token=TOKEN)
     good = {"Authorization": f"Bearer {TOKEN}"}
@@ -497,7 +522,7 @@ def test_a_bearer_token_works_without_a_cookie_or_csrf(mixed, settings, redis_co
     bad = console.get("/events", headers={"Authorization": "Bearer " + TOKEN[:-1] + "x"})
     assert bad.status_code == 401
     retried = console.post("/failed/retry", data={"id": mixed["failed"]["id"]}, headers=good)
-    assert retried.status_code == 303 and inspect_events.failed_ids(redis_conn) == []
+    assert retried.status_code == 303 and list(event_status.failed_ids(redis_conn)) == []
 
 
 def test_security_headers_on_every_answer(console):

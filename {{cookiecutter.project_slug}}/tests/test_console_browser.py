@@ -17,7 +17,7 @@ from console_handlers import BROKEN_KEY
 from external_tools import require
 from processes import PACKAGE, gunicorn, project_env, running, wait_for, wait_until_up, worker
 
-from {{ cookiecutter.package_name }} import inspect_events, tallies
+from {{ cookiecutter.package_name }} import event_status, tallies
 from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
 from {{ cookiecutter.package_name }}.testing import make_event, signed_headers
 
@@ -114,7 +114,7 @@ def test_see_filter_open_retry_and_export_in_a_browser(
     ):
         for event in events:
             deliver(web + "{{ cookiecutter.webhook_path }}", event)
-        wait_for(lambda: inspect_events.failed_ids(redis_conn) == [cancelled["id"]])
+        wait_for(lambda: list(event_status.failed_ids(redis_conn)) == [cancelled["id"]])
         browser = starting_browser.result()
         # The processes send their counts every few seconds; the charts need them.
         wait_for(

@@ -4,9 +4,11 @@ import dataclasses
 
 import pytest
 from processes import PACKAGE
+from rq.registry import FailedJobRegistry
 
-from {{ cookiecutter.package_name }} import cli, inspect_events
+from {{ cookiecutter.package_name }} import cli, event_status, recovery
 from {{ cookiecutter.package_name }}.config import ConfigError
+from {{ cookiecutter.package_name }}.events import QUEUES
 from {{ cookiecutter.package_name }}.intake import Intake
 from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import make_event, run_worker
@@ -52,11 +54,11 @@ def submit(redis_conn, settings, *types):
 
 def test_queued_then_processed(handlers, settings, redis_conn):
     [event] = submit(redis_conn, settings, "order.created")
-    info = inspect_events.show(redis_conn, event["id"])
+    info = event_status.show(redis_conn, event["id"])
     assert (info.status, info.attempts, info.seen, info.queue) == ("queued", 0, True, "orders")
     assert info.type == "order.created" and info.envelope == event
     run_worker(redis_conn, settings)
-    info = inspect_events.show(redis_conn, event["id"])
+    info = event_status.show(redis_conn, event["id"])
     assert (info.status, info.attempts, info.last_error) == ("processed", 1, "")
     assert [name.rsplit(".", 1)[-1] for name in info.handlers_done] == ["books", "mails"]
     assert info.ended_at >= info.enqueued_at
@@ -67,14 +69,14 @@ def test_failed_after_every_retry_with_attempts_and_last_error(handlers, setting
     state["broken"] = True
     [event] = submit(redis_conn, settings, "order.confirmed")
     run_worker(redis_conn, settings)
-    info = inspect_events.show(redis_conn, event["id"])
+    info = event_status.show(redis_conn, event["id"])
     assert info.status == "failed"
     assert info.attempts == settings.retry_max + 1 == runs.count(("mails", event["id"]))
     assert info.retries_left == 0
     assert "mail server down" in info.last_error
     assert "HandlerFailed" in info.error_summary
     assert [name.rsplit(".", 1)[-1] for name in info.handlers_done] == ["books"]
-    assert inspect_events.failed_ids(redis_conn) == [event["id"]]
+    assert list(event_status.failed_ids(redis_conn)) == [event["id"]]
 
 
 def test_an_event_waiting_for_a_retry_shows_why(handlers, settings, redis_conn):
@@ -83,7 +85,7 @@ def test_an_event_waiting_for_a_retry_shows_why(handlers, settings, redis_conn):
     settings = dataclasses.replace(settings, retry_base_seconds=60)
     [event] = submit(redis_conn, settings, "order.created")
     run_worker(redis_conn, settings)
-    info = inspect_events.show(redis_conn, event["id"])
+    info = event_status.show(redis_conn, event["id"])
     assert (info.status, info.attempts, info.retries_left) == (
         "scheduled",
         1,
@@ -101,16 +103,16 @@ def test_retry_keeps_the_handlers_that_succeeded(handlers, settings, redis_conn)
     run_worker(redis_conn, settings)
     assert runs.count(("books", event["id"])) == 1
     state["broken"] = False  # the fix is deployed
-    job = inspect_events.retry(redis_conn, settings, event["id"])
+    job = recovery.retry(redis_conn, settings, event["id"])
     assert job.origin == "orders"
-    requeued = inspect_events.show(redis_conn, event["id"])
+    requeued = event_status.show(redis_conn, event["id"])
     assert requeued.status == "queued" and requeued.retries_left == settings.retry_max
     run_worker(redis_conn, settings)
     assert runs.count(("books", event["id"])) == 1  # not run again
     assert runs.count(("mails", event["id"])) == settings.retry_max + 2
-    info = inspect_events.show(redis_conn, event["id"])
+    info = event_status.show(redis_conn, event["id"])
     assert (info.status, info.attempts) == ("processed", settings.retry_max + 2)
-    assert inspect_events.failed_ids(redis_conn) == []
+    assert list(event_status.failed_ids(redis_conn)) == []
 
 
 def test_a_retried_event_that_fails_again_gets_its_retries_again(handlers, settings, redis_conn):
@@ -118,9 +120,9 @@ def test_a_retried_event_that_fails_again_gets_its_retries_again(handlers, setti
     state["broken"] = True
     [event] = submit(redis_conn, settings, "order.created")
     run_worker(redis_conn, settings)
-    inspect_events.retry(redis_conn, settings, event["id"])
+    recovery.retry(redis_conn, settings, event["id"])
     run_worker(redis_conn, settings)
-    info = inspect_events.show(redis_conn, event["id"])
+    info = event_status.show(redis_conn, event["id"])
     assert info.status == "failed"
     assert info.attempts == 2 * (settings.retry_max + 1) == runs.count(("mails", event["id"]))
 
@@ -145,15 +147,15 @@ def test_a_configuration_error_fails_at_once_and_retry_runs_it_after_the_fix(
     settings = dataclasses.replace(settings, retry_base_seconds=60)
     [event] = submit(redis_conn, settings, "order.created")
     run_worker(redis_conn, settings)
-    info = inspect_events.show(redis_conn, event["id"])
+    info = event_status.show(redis_conn, event["id"])
     assert (info.status, info.attempts, runs) == ("failed", 1, [event["id"]])  # no retries
     assert "TW_API_CLIENT_ID is not set" in info.last_error
     monkeypatch.setenv("TW_API_CLIENT_ID", sandbox.client_id)  # the fix
     monkeypatch.setenv("TW_API_CLIENT_SECRET", sandbox.client_secret)
     api.reset()
-    inspect_events.retry(redis_conn, settings, event["id"])
+    recovery.retry(redis_conn, settings, event["id"])
     run_worker(redis_conn, settings)
-    assert inspect_events.show(redis_conn, event["id"]).status == "processed"
+    assert event_status.show(redis_conn, event["id"]).status == "processed"
     assert sandbox.stats()["byStatus"] == {"200": 2}  # a token, the health check
     api.reset()
 
@@ -174,42 +176,74 @@ def test_other_failures_beside_a_configuration_error_keep_their_retries(
     settings = dataclasses.replace(settings, retry_base_seconds=60)
     [event] = submit(redis_conn, settings, "order.created")
     run_worker(redis_conn, settings)
-    info = inspect_events.show(redis_conn, event["id"])
+    info = event_status.show(redis_conn, event["id"])
     assert (info.status, info.retries_left) == ("scheduled", settings.retry_max - 1)
 
 
 def test_retry_refuses_events_that_are_not_failed(handlers, settings, redis_conn):
     [event] = submit(redis_conn, settings, "order.created")
-    with pytest.raises(inspect_events.NotFailed, match="queued"):
-        inspect_events.retry(redis_conn, settings, event["id"])
-    with pytest.raises(inspect_events.NotFailed, match="no job"):
-        inspect_events.retry(redis_conn, settings, "evt_unknown")
-    assert inspect_events.show(redis_conn, event["id"]).status == "queued"
+    with pytest.raises(recovery.NotFailed, match="queued"):
+        recovery.retry(redis_conn, settings, event["id"])
+    with pytest.raises(recovery.NotFailed, match="no job"):
+        recovery.retry(redis_conn, settings, "evt_unknown")
+    assert event_status.show(redis_conn, event["id"]).status == "queued"
 
 
 def test_list_is_newest_first_bounded_and_filtered(handlers, settings, redis_conn):
     done = submit(redis_conn, settings, *["order.created"] * 4, "price.updated")
     run_worker(redis_conn, settings)
     waiting = submit(redis_conn, settings, "order.cancelled", "inventory.updated")
-    everything = inspect_events.list_events(redis_conn)
+    everything = event_status.list_events(redis_conn)
     assert len(everything) == 7
     assert {i.id for i in everything} == {e["id"] for e in done + waiting}
     stamps = [i.last_activity for i in everything]
     assert stamps == sorted(stamps, reverse=True)
-    queued = inspect_events.list_events(redis_conn, status="queued")
+    queued = event_status.list_events(redis_conn, status="queued")
     assert [i.id for i in queued] == [e["id"] for e in reversed(waiting)]
-    processed = inspect_events.list_events(redis_conn, status="processed", limit=3)
+    processed = event_status.list_events(redis_conn, status="processed", limit=3)
     assert len(processed) == 3 and all(i.status == "processed" for i in processed)
-    assert inspect_events.list_events(redis_conn, status="failed") == []
+    assert event_status.list_events(redis_conn, status="failed") == []
 
 
 def test_unknown_and_expired_events(handlers, settings, redis_conn):
-    assert inspect_events.show(redis_conn, "evt_never_seen") is None
+    assert event_status.show(redis_conn, "evt_never_seen") is None
     [event] = submit(redis_conn, settings, "order.created")
     run_worker(redis_conn, settings)
     redis_conn.delete(f"rq:job:{event['id']}")  # RQ drops a finished job after its result TTL
-    info = inspect_events.show(redis_conn, event["id"], settings.dedupe_window_seconds)
+    info = event_status.show(redis_conn, event["id"], settings.dedupe_window_seconds)
     assert (info.status, info.seen) == ("expired", True)
+
+
+def failed_registry(redis_conn, scores):
+    """The first queue's failed registry holding `evt_0`, `evt_1`, ... scored `scores`
+    (RQ scores to the second, so ties are common); returns its key and the ids in order."""
+    key = FailedJobRegistry(QUEUES[0], connection=redis_conn).key
+    ids = [f"evt_{n}" for n in range(len(scores))]
+    redis_conn.zadd(key, dict(zip(ids, scores, strict=True)))
+    return key, ids
+
+
+def test_failed_ids_are_read_a_page_at_a_time(redis_conn, monkeypatch):
+    monkeypatch.setattr(event_status, "ID_PAGE", 2)
+    key, ids = failed_registry(redis_conn, [100, 100, 100, 101, 102])
+    reading = event_status.failed_ids(redis_conn, [QUEUES[0]])
+    first = next(reading)
+    redis_conn.delete(key)  # what was not read yet is gone: only the first page is in hand
+    assert [first, *reading] == ids[:2]
+
+
+@pytest.mark.parametrize("removed", ["none", "each one read", "the last of each page"])
+def test_failed_ids_skip_none_when_ids_go_while_reading(redis_conn, monkeypatch, removed):
+    """`failed retry` empties the registry as it reads it, and RQ's cleanup drops the
+    oldest: a cursor by rank would skip the id that moved into its place."""
+    monkeypatch.setattr(event_status, "ID_PAGE", 2)
+    key, ids = failed_registry(redis_conn, [100, 100, 100, 100, 100, 101, 102])
+    read = []
+    for event_id in event_status.failed_ids(redis_conn, [QUEUES[0]]):
+        read.append(event_id)
+        if removed == "each one read" or (removed != "none" and len(read) % 2 == 0):
+            redis_conn.zrem(key, event_id)
+    assert read == ids
 
 
 # --- the commands ----------------------------------------------------------------------
@@ -232,7 +266,7 @@ def test_events_list_and_show_commands(handlers, settings, redis_conn, cli_env, 
     # The error is a column of its own, in full (a traceback's last line).
     bad_line = next(line for line in table if line.startswith(bad["id"]))
     error = bad_line[table[0].index("error") :]
-    assert error == inspect_events.show(redis_conn, bad["id"]).error_summary
+    assert error == event_status.show(redis_conn, bad["id"]).error_summary
     assert error.startswith(f"{PACKAGE}.jobs.HandlerFailed: ") and "mail server down" in error
 
     assert cli.main(["events", "list", "--status", "queued"]) == 0
@@ -268,7 +302,7 @@ def test_failed_list_and_retry_commands(handlers, settings, redis_conn, cli_env,
     assert cli.main(["failed", "retry"]) == 2  # neither ids nor --all
 
     run_worker(redis_conn, settings)
-    assert all(inspect_events.show(redis_conn, e["id"]).status == "processed" for e in events)
+    assert all(event_status.show(redis_conn, e["id"]).status == "processed" for e in events)
     assert all(runs.count(("books", e["id"])) == 1 for e in events)
     assert cli.main(["failed", "list"]) == 0
     assert capsys.readouterr().out.strip() == "no failed events"

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from {{ cookiecutter.package_name }} import cli, inspect_events
+from {{ cookiecutter.package_name }} import cli, event_filters, event_status, recovery
 from {{ cookiecutter.package_name }}.app import create_app
-from {{ cookiecutter.package_name }}.inspect_events import EventFilter, EventInfo, parse_moment
+from {{ cookiecutter.package_name }}.event_filters import EventFilter, parse_moment
+from {{ cookiecutter.package_name }}.event_status import EventInfo
 from {{ cookiecutter.package_name }}.intake import Intake
 from {{ cookiecutter.package_name }}.routing import routes
 from {{ cookiecutter.package_name }}.testing import make_event, run_worker, signed_post
@@ -169,15 +170,15 @@ def test_the_job_records_which_handlers_failed_until_they_succeed(
     handlers, fail_fast, redis_conn, cli_env, capsys
 ):
     [event_id] = fail(redis_conn, fail_fast, handlers, {"mails", "audit"}, "order.created")
-    failed = inspect_events.show(redis_conn, event_id)
+    failed = event_status.show(redis_conn, event_id)
     assert failed.status == "failed"
     assert [name.rsplit(".", 1)[-1] for name in failed.handlers_failed] == ["audit", "mails"]
     assert [name.rsplit(".", 1)[-1] for name in failed.handlers_done] == ["books"]
     assert cli.main(["events", "show", event_id]) == 0
     assert f"failed last:   {', '.join(failed.handlers_failed)}\n" in capsys.readouterr().out
-    inspect_events.retry(redis_conn, fail_fast, event_id)
+    recovery.retry(redis_conn, fail_fast, event_id)
     run_worker(redis_conn, fail_fast)
-    done = inspect_events.show(redis_conn, event_id)
+    done = event_status.show(redis_conn, event_id)
     assert (done.status, done.handlers_failed) == ("processed", ())
     assert done.received_at == failed.received_at  # the requeue keeps the receipt time
 
@@ -193,7 +194,7 @@ def test_failed_matching_by_type_handler_and_time(handlers, fail_fast, redis_con
 
     def ids(**criteria):
         return sorted(
-            i.id for i in inspect_events.failed_matching(redis_conn, EventFilter(**criteria))
+            i.id for i in event_filters.failed_matching(redis_conn, EventFilter(**criteria))
         )
 
     assert ids() == sorted(mails + books + audit)
@@ -209,10 +210,10 @@ def test_failed_matching_by_type_handler_and_time(handlers, fail_fast, redis_con
 def test_failed_matching_reads_the_registry_in_batches(
     handlers, fail_fast, redis_conn, monkeypatch
 ):
-    monkeypatch.setattr(inspect_events, "FETCH_BATCH", 3)
+    monkeypatch.setattr(event_filters, "FETCH_BATCH", 3)
     failed = fail(redis_conn, fail_fast, handlers, {"audit"}, *["price.updated"] * 7)
     redis_conn.delete(f"rq:job:{failed[4]}")  # gone between the registry read and the fetch
-    found = [i.id for i in inspect_events.failed_matching(redis_conn)]
+    found = [i.id for i in event_filters.failed_matching(redis_conn)]
     assert sorted(found) == sorted(failed[:4] + failed[5:])
 
 
@@ -226,7 +227,7 @@ def test_failed_retry_by_filter_with_dry_run_and_progress(
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "would requeue 2 event(s):"
     assert sorted(out[1:]) == sorted([mails[0], books[0]])
-    assert sorted(inspect_events.failed_ids(redis_conn)) == sorted(mails + books)  # untouched
+    assert sorted(event_status.failed_ids(redis_conn)) == sorted(mails + books)  # untouched
 
     assert cli.main(["failed", "list", "--handler", "mails"]) == 0
     listed = capsys.readouterr().out
@@ -249,9 +250,9 @@ def test_failed_retry_by_filter_with_dry_run_and_progress(
     assert cli.main(["failed", "retry", "--handler", "mails", "--since", "1h"]) == 0
     assert sorted(capsys.readouterr().out.split()[1::4]) == sorted(mails)
     assert terminal.getvalue().endswith("] 2/2\n")
-    assert inspect_events.failed_ids(redis_conn) == books
+    assert list(event_status.failed_ids(redis_conn)) == books
     run_worker(redis_conn, fail_fast)
-    assert all(inspect_events.show(redis_conn, i).status == "processed" for i in mails)
+    assert all(event_status.show(redis_conn, i).status == "processed" for i in mails)
     assert cli.main(["failed", "retry", "--type", "price.*"]) == 0
     assert capsys.readouterr().out.strip() == "no failed events matching type price.*"
 
@@ -287,7 +288,7 @@ def test_export_by_handler_type_and_time(handlers, fail_fast, redis_conn, cli_en
 
     def exported(event_filter, limit=None):
         out = io.BytesIO()
-        count = inspect_events.export_matching(redis_conn, out, event_filter, limit)
+        count = event_filters.export_matching(redis_conn, out, event_filter, limit)
         ids = [json.loads(line)["id"] for line in out.getvalue().splitlines()]
         assert count == len(ids)
         return ids
@@ -299,7 +300,7 @@ def test_export_by_handler_type_and_time(handlers, fail_fast, redis_conn, cli_en
     assert exported(EventFilter(since=middle, event_type="order.*")) == late
     assert exported(EventFilter(event_type="order.*"), limit=1) == [late[1]]
     assert exported(EventFilter(handler="mails", event_type="price.*"), limit=5) == [early[1]]
-    by_handler = inspect_events.captured_matching(redis_conn, EventFilter(handler="mails"))
+    by_handler = event_filters.captured_matching(redis_conn, EventFilter(handler="mails"))
     assert [c.event_id for c in by_handler] == early
 
     assert cli.main(["events", "export", "--handler", "mails", "--type", "order.*"]) == 0

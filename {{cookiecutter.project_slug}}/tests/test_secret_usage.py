@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from {{ cookiecutter.package_name }} import cli, inspect_events, metrics
+from {{ cookiecutter.package_name }} import cli, metrics, secret_usage
 from {{ cookiecutter.package_name }}.app import create_app
 from {{ cookiecutter.package_name }}.intake import SECRETS_USED_KEY, Intake, secrets_last_verified
 from {{ cookiecutter.package_name }}.routing import routes
@@ -88,7 +88,7 @@ def test_intake_without_a_fingerprint_notes_nothing(settings, redis_conn):
 
 def test_secret_usage_lists_configured_then_others(redis_conn):
     redis_conn.hset(SECRETS_USED_KEY, mapping={fingerprint(OLD): 1_700_000_000, "0badc0de": 5})
-    uses = inspect_events.secret_usage(redis_conn, [NEW, OLD])
+    uses = secret_usage.secret_usage(redis_conn, [NEW, OLD])
     assert [(u.position, u.fingerprint) for u in uses] == [
         (1, fingerprint(NEW)),
         (2, fingerprint(OLD)),

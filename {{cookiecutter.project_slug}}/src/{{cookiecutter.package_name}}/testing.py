@@ -195,7 +195,7 @@ def event_status_fixture(redis_conn: redis.Redis, settings: Settings):
     """`event_status(event_id)`: what `events show` reports (`.status`, `.attempts`,
     `.handlers_done`, `.last_error`), or None for an unknown id. A handler that raises does
     not fail the worker, so assert `.status == "processed"` in your tests."""
-    from .inspect_events import show
+    from .event_status import show
 
     return lambda event_id: show(redis_conn, event_id, settings.dedupe_window_seconds)
 

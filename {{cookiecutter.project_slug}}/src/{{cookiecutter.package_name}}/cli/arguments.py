@@ -7,7 +7,7 @@ import argparse
 from urllib.parse import urlsplit
 
 from ..events import check_type_pattern
-from ..inspect_events import parse_moment
+from ..event_filters import parse_moment
 
 # The largest count: more than any Redis here holds, and within what Redis and Python
 # take as a count (a larger one would come back as a confusing Redis error).
@@ -55,7 +55,7 @@ def type_pattern(value: str) -> str:
 
 
 def moment(value: str) -> float:
-    """A point in time, as unix seconds (see `inspect_events.parse_moment`)."""
+    """A point in time, as unix seconds (see `event_filters.parse_moment`)."""
     try:
         return parse_moment(value)
     except ValueError as exc:

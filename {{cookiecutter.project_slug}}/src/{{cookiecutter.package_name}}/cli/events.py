@@ -7,7 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime
 
-from .. import capture, inspect_events
+from .. import capture, event_filters, event_status
 from ..config import Settings
 from ..connection import connect
 from .arguments import count
@@ -21,7 +21,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     evs = commands.add_parser("events", help="list, show and export received events")
     evs_commands = evs.add_subparsers(dest="events_command", required=True, metavar="ACTION")
     lst = evs_commands.add_parser("list", help="recent events with their status")
-    lst.add_argument("--status", choices=inspect_events.STATUSES, help="only this status")
+    lst.add_argument("--status", choices=event_status.STATUSES, help="only this status")
     lst.add_argument("--limit", type=count, default=20, metavar="N", help="at most N (default 20)")
     lst.set_defaults(func=list_events)
     show = evs_commands.add_parser("show", help="one event: status, attempts, last error")
@@ -38,7 +38,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def list_events(args: argparse.Namespace, settings: Settings) -> int:
-    infos = inspect_events.list_events(connect(located(settings)), args.status, args.limit)
+    infos = event_status.list_events(connect(located(settings)), args.status, args.limit)
     if not infos:
         print("no events" + (f" with status {args.status}" if args.status else ""))
         return 0
@@ -48,8 +48,8 @@ def list_events(args: argparse.Namespace, settings: Settings) -> int:
 
 def show_event(args: argparse.Namespace, settings: Settings) -> int:
     connection = connect(located(settings))
-    info = inspect_events.show(connection, args.id, settings.dedupe_window_seconds)
-    archived = inspect_events.captured(connection, args.id)
+    info = event_status.show(connection, args.id, settings.dedupe_window_seconds)
+    archived = event_status.captured(connection, args.id)
     if info is None and archived is None:
         print(f"error: no trace of event {args.id} in this Redis", file=sys.stderr)
         return 1
@@ -87,13 +87,13 @@ def export_events(args: argparse.Namespace, settings: Settings) -> int:
     connection = connect(located(settings))
     criteria = event_filter(args)
     if args.output == "-":
-        exported = inspect_events.export_matching(
+        exported = event_filters.export_matching(
             connection, sys.stdout.buffer, criteria, args.limit
         )
         sys.stdout.flush()
     else:
         with open_named(args.output, "wb") as out:
-            exported = inspect_events.export_matching(connection, out, criteria, args.limit)
+            exported = event_filters.export_matching(connection, out, criteria, args.limit)
     where = "standard output" if args.output == "-" else args.output
     print(f"exported {exported} event(s) to {where}", file=sys.stderr)
     if not exported and not capture.size(connection):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import inspect_events, replay
+from .. import event_filters, event_status, recovery, replay
 from ..config import Settings
 from ..connection import connect
 from .arguments import count
@@ -43,9 +43,9 @@ def list_failed(args: argparse.Namespace, settings: Settings) -> int:
     connection = connect(located(settings))
     criteria = event_filter(args)
     if criteria.empty:
-        infos = inspect_events.list_events(connection, "failed", args.limit)
+        infos = event_status.list_events(connection, "failed", args.limit)
     else:
-        found = inspect_events.failed_matching(connection, criteria)
+        found = event_filters.failed_matching(connection, criteria)
         infos = sorted(found, key=lambda info: info.last_activity, reverse=True)[: args.limit]
     if not infos:
         print("no failed events" + matching(criteria))
@@ -62,7 +62,7 @@ def retry_failed(args: argparse.Namespace, settings: Settings) -> int:
     settings = located(settings)
     connection = connect(settings)
     if by_filter:
-        ids = [info.id for info in inspect_events.failed_matching(connection, criteria)]
+        ids = [info.id for info in event_filters.failed_matching(connection, criteria)]
         if not ids:
             print("no failed events" + matching(criteria))
             return 0
@@ -76,8 +76,8 @@ def retry_failed(args: argparse.Namespace, settings: Settings) -> int:
     status = 0
     for event_id in ids:
         try:
-            job = inspect_events.retry(connection, settings, event_id)
-        except inspect_events.NotFailed as exc:
+            job = recovery.retry(connection, settings, event_id)
+        except recovery.NotFailed as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = 1
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..inspect_events import EventFilter
+from ..event_filters import EventFilter
 from .arguments import moment, type_pattern
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from datetime import UTC, datetime
 
-from .. import inspect_events
+from .. import secret_usage
 from ..config import Settings
 from ..connection import connect
 from .locate import located
@@ -21,7 +21,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def show_secrets(args: argparse.Namespace, settings: Settings) -> int:
-    uses = inspect_events.secret_usage(connect(located(settings)), settings.require_secrets())
+    uses = secret_usage.secret_usage(connect(located(settings)), settings.require_secrets())
     now = datetime.now(UTC)
     rows = [("secret", "fingerprint", "last verified a delivery")]
     for use in uses:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from ..inspect_events import EventInfo
+from ..event_status import EventInfo
 
 
 def when(moment: datetime | None) -> str:

@@ -1,6 +1,6 @@
 """What the console's pages show, read from Redis: the overview's figures and the event
-searches. The events themselves come from `inspect_events` and `capture`, as for the
-`events` and `failed` commands; this adds only what a page needs on top.
+searches. The events themselves come from `event_status`, `event_filters` and `capture`,
+as for the `events` and `failed` commands; this adds only what a page needs on top.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.utils import utcparse
 
-from .. import capture, inspect_events, reconcile, tallies
+from .. import capture, event_filters, event_status, reconcile, tallies
 from ..config import Settings
 from ..intake import open_queues
 from ..jobs import ERRORS_META_KEY, HandlerFailed
@@ -116,19 +116,19 @@ class EventQuery:
 
     status: str = ""
     id: str = ""
-    filter: inspect_events.EventFilter = field(default_factory=inspect_events.EventFilter)
+    filter: event_filters.EventFilter = field(default_factory=event_filters.EventFilter)
 
     @property
     def narrowing(self) -> bool:
         return bool(self.id) or not self.filter.empty
 
-    def matches(self, info: inspect_events.EventInfo) -> bool:
+    def matches(self, info: event_status.EventInfo) -> bool:
         return self.id in info.id and self.filter.matches(info)
 
 
 @dataclass
 class Page:
-    events: list[inspect_events.EventInfo] = field(default_factory=list)
+    events: list[event_status.EventInfo] = field(default_factory=list)
     more: bool = False  # a next page exists
     scanned: int = 0  # events looked through, when the search was limited to SCAN_LIMIT
 
@@ -137,11 +137,11 @@ def show(
     connection: redis.Redis,
     event_id: str,
     dedupe_window: int = Settings.dedupe_window_seconds,
-) -> inspect_events.EventInfo | None:
-    """`inspect_events.show`, or None for what cannot even be an event id (as typed into a
+) -> event_status.EventInfo | None:
+    """`event_status.show`, or None for what cannot even be an event id (as typed into a
     URL or a filter: RQ refuses to look such an id up)."""
     try:
-        return inspect_events.show(connection, event_id, dedupe_window)
+        return event_status.show(connection, event_id, dedupe_window)
     except ValueError:
         return None
 
@@ -156,14 +156,14 @@ def find_events(connection: redis.Redis, query: EventQuery, offset: int, size: i
     """
     status = query.status or None
     if not query.narrowing:
-        found = inspect_events.list_events(connection, status, offset + size + 1)
+        found = event_status.list_events(connection, status, offset + size + 1)
         return Page(found[offset : offset + size], len(found) > offset + size)
     scanned = 0
     if status == "failed":
-        found = list(inspect_events.failed_matching(connection, query.filter))
+        found = list(event_filters.failed_matching(connection, query.filter))
         found = [info for info in found if query.matches(info)]
     else:
-        recent = inspect_events.list_events(connection, status, SCAN_LIMIT)
+        recent = event_status.list_events(connection, status, SCAN_LIMIT)
         found = [info for info in recent if query.matches(info)]
         scanned = len(recent) if len(recent) >= SCAN_LIMIT else 0
     if query.id and not any(info.id == query.id for info in found):
@@ -178,7 +178,7 @@ def attempts(connection: redis.Redis, event_id: str) -> list[dict]:
     """An event's runs, oldest first: each failed run with its handlers' tracebacks (kept
     by the job function), and the outcomes RQ recorded (one per round of retries) other
     than a `HandlerFailed`, which only repeats the failed run's own record."""
-    job = inspect_events.fetch_job(connection, event_id)
+    job = event_status.fetch_job(connection, event_id)
     if job is None:
         return []
     rows = [

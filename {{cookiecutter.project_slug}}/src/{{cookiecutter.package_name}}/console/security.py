@@ -1,15 +1,17 @@
-"""Who may use the console, and how its forms are protected. Pure functions, no Flask.
+"""Who may use the console, and how its forms are protected. Pure functions, no Flask
+(`guard` applies them to each request).
 
 Without `TW_CONSOLE_TOKEN` the console is open to whoever reaches it, which is why it then
 binds to a loopback address only (`check_binding`). With a token every request needs it:
 as `Authorization: Bearer <token>` (scripts), or through the session cookie that the login
-form sets once the token was typed in. Tokens and cookies are compared in constant time.
+form sets once the token was typed in. Tokens and CSRF tokens are compared in constant time.
 
-A session is a cookie `<nonce>.<flag>.<expiry>.<mac>`, signed with a key derived from the
-token (so a login outlives a restart of the console, and changing the token ends every
-session) or, without a token, with a random key per process. Every form carries the
-session's CSRF token, HMAC(key, nonce): a page of another site can make the browser post,
-but cannot read that token (the cookie is SameSite=Strict as well).
+The session is Flask's own (a cookie signed by itsdangerous), signed with a key derived
+from the token (`session_key`: a login outlives a restart of the console, and changing the
+token ends every session) or, without a token, with a random key per process. Every form
+carries the session's CSRF token, a random value kept in the session: a page of another
+site can make the browser post, but cannot read that token (the cookie is SameSite=Strict
+as well).
 
 A page of another site can also point its own name at 127.0.0.1 once the browser has
 loaded it (DNS rebinding): the browser then takes the console for that site, and lets the
@@ -25,8 +27,6 @@ import hmac
 import ipaddress
 import os
 import secrets
-import time
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ..config import ConfigError
@@ -103,55 +103,19 @@ def bearer(authorization: str | None) -> str | None:
     return value.strip() or None if scheme.lower() == "bearer" else None
 
 
-@dataclass(frozen=True)
-class Session:
-    nonce: str
-    authenticated: bool
-    expires: int
+def session_key(token: str) -> bytes:
+    """The key sessions are signed with: derived from the token, or random per process
+    without one (sessions then end with the process, which nobody logs in to anyway)."""
+    if not token:
+        return os.urandom(32)
+    return hmac.new(token.encode(), b"tw-console-session", hashlib.sha256).digest()
 
 
-class Guard:
-    """Checks tokens, issues and reads session cookies, makes and checks CSRF tokens."""
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(32)
 
-    def __init__(self, token: str = ""):
-        self.token = token
-        self._key = (
-            hmac.new(token.encode(), b"tw-console-session", hashlib.sha256).digest()
-            if token
-            else os.urandom(32)
-        )
 
-    @property
-    def required(self) -> bool:
-        return bool(self.token)
-
-    def token_matches(self, given: str | None) -> bool:
-        return bool(self.token) and hmac.compare_digest((given or "").encode(), self.token.encode())
-
-    def _mac(self, message: str) -> str:
-        return hmac.new(self._key, message.encode(), hashlib.sha256).hexdigest()
-
-    def new_session(self, authenticated: bool, now: float | None = None) -> tuple[Session, str]:
-        """A fresh session and its cookie value."""
-        expires = int(time.time() if now is None else now) + SESSION_SECONDS
-        session = Session(secrets.token_urlsafe(16), authenticated, expires)
-        payload = f"{session.nonce}.{int(authenticated)}.{expires}"
-        return session, f"{payload}.{self._mac(payload)}"
-
-    def read_session(self, cookie: str | None, now: float | None = None) -> Session | None:
-        """The session a cookie holds, or None when it is missing, forged or expired."""
-        payload, _, mac = (cookie or "").rpartition(".")
-        if not payload or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
-            return None
-        nonce, flag, expires = payload.split(".")
-        if int(expires) < (time.time() if now is None else now):
-            return None
-        return Session(nonce, flag == "1", int(expires))
-
-    def csrf_token(self, session: Session) -> str:
-        return self._mac("csrf:" + session.nonce)
-
-    def csrf_matches(self, session: Session | None, given: str | None) -> bool:
-        if session is None:
-            return False
-        return hmac.compare_digest((given or "").encode(), self.csrf_token(session).encode())
+def same_secret(expected: str, given: str | None) -> bool:
+    """Whether `given` is `expected` (a token, a CSRF token), compared in constant time;
+    never true for an empty `expected`."""
+    return bool(expected) and hmac.compare_digest((given or "").encode(), expected.encode())

@@ -1,50 +1,39 @@
-"""The sandbox's web app: the API's routes, and what every request goes through first.
+"""The sandbox's web app: its parts, its factory, and what every request goes through first.
 
 Each request to `/v1/...` passes, in this order: a request id; the client's rate limit
 (429 past it, never stored); an injected fault when `fail_rate` says so (500/503, before
 anything is done, never stored); the bearer token and the scope of the endpoint; the
 `Idempotency-Key` on POST/PUT (a replay is answered here); the added latency, while the key
 is held. Every answer carries `X-Request-Id` and `X-RateLimit-*`; errors are in the API's
-shape, the receiver's own `error_response`. Routes under `/_sandbox/` are controls for
-tests and demos (stats, price changes): no token, no limit, not counted.
+shape (`http_errors`, as the receiver answers). The routes are blueprints: `api` (under
+`/v1`) and `controls` (under `/_sandbox`, for tests and demos: no token, no limit, not
+counted); this module holds the sandbox's parts (`State`), the factory and the pipeline.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import os
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from ..app import HTTP_ERROR_CODES, REQUEST_ID_HEADER, ApiError, error_response
-from . import idempotency, paging
+from ..http_errors import HTTP_ERROR_CODES, REQUEST_ID_HEADER, HttpError, error_response
+from . import api, controls, idempotency
+from .api import SCOPE_OF, TOKEN_ENDPOINT, sandbox_state
 from .auth import Tokens
 from .idempotency import IdempotencyRecords, StoredResponse
 from .limits import RateLimiter
 from .options import Options
 from .sender import WebhookSender
-from .store import MAX_ITEMS_PER_ORDER, Store
+from .store import Store
 
-TOKEN_ENDPOINT = "token"
-# endpoint -> the scope its token must carry (None: any valid token). Endpoints not listed
-# (the token endpoint, the /_sandbox/ controls) need no token.
-SCOPE_OF = {
-    "health": None,
-    "search_inventory": "inventory.read",
-    "create_order": "orders.write",
-    "change_order": "orders.write",
-    "get_order": "orders.read",
-    "list_orders": "orders.read",
-}
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 100
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -129,173 +118,120 @@ def create_app(options: Options | None = None, state: State | None = None) -> Fl
     (default: `Options()`) otherwise."""
     if state is None:
         state = build_state(options or Options())
-    options = state.options
     app = Flask(__name__)
     app.extensions["tw_sandbox"] = state
-
-    @app.before_request
-    def start() -> Response | None:
-        g.request_id = "req_" + os.urandom(8).hex()
-        g.control = request.path.startswith("/_sandbox/")
-        if g.control:
-            return None
-        return _limit() or _fault() or _authenticate() or _begin_idempotent() or _delay()
-
-    def _limit() -> Response | None:
-        g.rate = state.limiter.hit(_client_key(state))
-        if g.rate.allowed:
-            return None
-        response = error_response(429, "rate_limited", "Too many requests")
-        response.headers["Retry-After"] = str(g.rate.retry_after(time.time()))
-        return response
-
-    def _fault() -> Response | None:
-        if not options.fail_rate or (request.endpoint == TOKEN_ENDPOINT and not options.fail_token):
-            return None
-        if state.draw() >= options.fail_rate:
-            return None
-        with state.stats.lock:
-            state.stats.faults_injected += 1
-        if state.draw() < 0.5:
-            return error_response(500, "internal_error", "Injected fault; retry later.")
-        response = error_response(503, "service_unavailable", "Injected fault; retry later.")
-        response.headers["Retry-After"] = "1"
-        return response
-
-    def _authenticate() -> None:
-        if request.endpoint in SCOPE_OF:
-            token = state.tokens.authenticate(
-                request.headers.get("Authorization"), SCOPE_OF[request.endpoint]
-            )
-            g.client_id = token.client_id
-
-    def _begin_idempotent() -> Response | None:
-        header = request.headers.get(idempotency.HEADER)
-        if header is None or request.method not in ("POST", "PUT") or "client_id" not in g:
-            return None
-        key = idempotency.parse_key(header)
-        fingerprint = idempotency.fingerprint(request.method, request.path, request.get_data())
-        stored = state.keys.begin(g.client_id, key, fingerprint)
-        if stored is None:
-            g.idempotency_key = key
-            return None
-        with state.stats.lock:
-            state.stats.idempotent_replays += 1
-        response = Response(stored.body, stored.status, content_type=stored.content_type)
-        response.headers[idempotency.REPLAYED_HEADER] = "true"
-        return response
-
-    def _delay() -> None:
-        delay_ms = options.latency_ms
-        if options.latency_jitter_ms:
-            delay_ms += options.latency_jitter_ms * state.draw()
-        if delay_ms:
-            time.sleep(delay_ms / 1000)
-
-    @app.after_request
-    def finish(response: Response) -> Response:
-        key = g.pop("idempotency_key", None)
-        if key is not None:
-            if response.status_code < 400 or response.status_code >= 500:
-                stored = StoredResponse(
-                    response.status_code, response.get_data(), response.content_type or ""
-                )
-                state.keys.finish(g.client_id, key, stored)
-            else:  # refused on validation: not carried out, so not stored
-                state.keys.release(g.client_id, key)
-        response.headers[REQUEST_ID_HEADER] = g.request_id
-        if not g.control:
-            if "rate" in g:
-                response.headers.update(g.rate.headers())
-            state.stats.count(response.status_code)
-        return response
-
-    @app.teardown_request
-    def release_unfinished(exc: BaseException | None) -> None:
-        key = g.pop("idempotency_key", None)
-        if key is not None:
-            state.keys.release(g.client_id, key)
-
-    # --- the API -----------------------------------------------------------------------
-
-    @app.post("/v1/oauth/token", endpoint=TOKEN_ENDPOINT)
-    def token() -> Response:
-        response = jsonify(state.tokens.issue(request.get_json(force=True, silent=True)))
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
-    @app.get("/v1/health")
-    def health() -> Response:
-        return jsonify({"status": "ok", "time": int(time.time())})
-
-    @app.get("/v1/inventory/search")
-    def search_inventory() -> Response:
-        event_id = request.args.get("eventId", "").strip()
-        if not event_id:
-            raise ApiError(400, "missing_parameter", "eventId is required.")
-        section = request.args.get("section", "").strip() or None
-        with _cursor_errors():
-            items, next_cursor = state.store.search(
-                event_id, section, _page_size(), request.args.get("cursor")
-            )
-        return jsonify({"items": items, "nextCursor": next_cursor})
-
-    @app.post("/v1/orders")
-    def create_order() -> tuple[Response, int]:
-        items = _order_items(request.get_json(force=True, silent=True))
-        return jsonify(state.store.create_order(g.client_id, items)), 201
-
-    @app.get("/v1/orders/<order_id>")
-    def get_order(order_id: str) -> Response:
-        return jsonify(state.store.order(g.client_id, order_id))
-
-    @app.get("/v1/orders")
-    def list_orders() -> Response:
-        status = request.args.get("status") or None
-        with _cursor_errors():
-            items, next_cursor = state.store.orders(
-                g.client_id, _page_size(), request.args.get("cursor"), status, _updated_since()
-            )
-        return jsonify({"items": items, "nextCursor": next_cursor})
-
-    @app.post("/v1/orders/<order_id>/<any(confirm, fulfill, cancel, refund):action>")
-    def change_order(order_id: str, action: str) -> Response:
-        return jsonify(state.store.transition(g.client_id, order_id, action))
-
-    # --- controls ----------------------------------------------------------------------
-
-    @app.get("/_sandbox/stats")
-    def stats() -> Response:
-        return jsonify(state.stats_json())
-
-    @app.put("/_sandbox/listings/<listing_id>/price")
-    def set_price(listing_id: str) -> Response:
-        body = request.get_json(force=True, silent=True)
-        amount = body.get("amount") if isinstance(body, dict) else None
-        if not _whole(amount, minimum=1):
-            raise ApiError(422, "validation_failed", "amount must be whole cents, at least 1.")
-        return jsonify(state.store.set_price(listing_id, amount))
-
-    # --- errors ------------------------------------------------------------------------
-
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError) -> Response:
-        response = error_response(exc.status, exc.code, exc.message)
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        return response
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        status = exc.code or 500
-        return error_response(status, HTTP_ERROR_CODES.get(status, "http_error"), exc.description)
-
-    @app.errorhandler(Exception)
-    def unexpected_error(exc: Exception) -> Response:
-        app.logger.exception("unexpected error in request %s", g.get("request_id"))
-        return error_response(500, "internal_error", "Internal error; retry later.")
-
+    app.before_request(admit)
+    app.after_request(finish)
+    app.teardown_request(release_unfinished)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(controls.bp)
+    app.register_error_handler(HttpError, answer_http_error)
+    app.register_error_handler(HTTPException, answer_werkzeug_error)
+    app.register_error_handler(Exception, answer_unexpected_error)
     return app
+
+
+# --- what every request goes through ---------------------------------------------------
+
+
+def admit() -> Response | None:
+    """The pipeline, in order; the first step that answers ends it."""
+    g.request_id = "req_" + os.urandom(8).hex()
+    g.control = request.path.startswith(controls.PREFIX + "/")
+    if g.control:
+        return None
+    state = sandbox_state()
+    return (
+        _limit(state)
+        or _fault(state)
+        or _authenticate(state)
+        or _begin_idempotent(state)
+        or _delay(state)
+    )
+
+
+def _limit(state: State) -> Response | None:
+    g.rate = state.limiter.hit(_client_key(state))
+    if g.rate.allowed:
+        return None
+    response = error_response(429, "rate_limited", "Too many requests")
+    response.headers["Retry-After"] = str(g.rate.retry_after(time.time()))
+    return response
+
+
+def _fault(state: State) -> Response | None:
+    options = state.options
+    if not options.fail_rate or (request.endpoint == TOKEN_ENDPOINT and not options.fail_token):
+        return None
+    if state.draw() >= options.fail_rate:
+        return None
+    with state.stats.lock:
+        state.stats.faults_injected += 1
+    if state.draw() < 0.5:
+        return error_response(500, "internal_error", "Injected fault; retry later.")
+    response = error_response(503, "service_unavailable", "Injected fault; retry later.")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def _authenticate(state: State) -> None:
+    if request.endpoint in SCOPE_OF:
+        token = state.tokens.authenticate(
+            request.headers.get("Authorization"), SCOPE_OF[request.endpoint]
+        )
+        g.client_id = token.client_id
+
+
+def _begin_idempotent(state: State) -> Response | None:
+    header = request.headers.get(idempotency.HEADER)
+    if header is None or request.method not in ("POST", "PUT") or "client_id" not in g:
+        return None
+    key = idempotency.parse_key(header)
+    fingerprint = idempotency.fingerprint(request.method, request.path, request.get_data())
+    stored = state.keys.begin(g.client_id, key, fingerprint)
+    if stored is None:
+        g.idempotency_key = key
+        return None
+    with state.stats.lock:
+        state.stats.idempotent_replays += 1
+    response = Response(stored.body, stored.status, content_type=stored.content_type)
+    response.headers[idempotency.REPLAYED_HEADER] = "true"
+    return response
+
+
+def _delay(state: State) -> None:
+    delay_ms = state.options.latency_ms
+    if state.options.latency_jitter_ms:
+        delay_ms += state.options.latency_jitter_ms * state.draw()
+    if delay_ms:
+        time.sleep(delay_ms / 1000)
+
+
+def finish(response: Response) -> Response:
+    """Keep the answer for its idempotency key, echo the request id, count the request."""
+    state = sandbox_state()
+    key = g.pop("idempotency_key", None)
+    if key is not None:
+        if response.status_code < 400 or response.status_code >= 500:
+            stored = StoredResponse(
+                response.status_code, response.get_data(), response.content_type or ""
+            )
+            state.keys.finish(g.client_id, key, stored)
+        else:  # refused on validation: not carried out, so not stored
+            state.keys.release(g.client_id, key)
+    response.headers[REQUEST_ID_HEADER] = g.request_id
+    if not g.control:
+        if "rate" in g:
+            response.headers.update(g.rate.headers())
+        state.stats.count(response.status_code)
+    return response
+
+
+def release_unfinished(exc: BaseException | None) -> None:
+    """A request that ended without an answer to keep gives its idempotency key back."""
+    key = g.pop("idempotency_key", None)
+    if key is not None:
+        sandbox_state().keys.release(g.client_id, key)
 
 
 def _client_key(state: State) -> str:
@@ -311,58 +247,21 @@ def _client_key(state: State) -> str:
     return "address:" + (request.remote_addr or "?")
 
 
-def _whole(value: object, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+# --- errors ----------------------------------------------------------------------------
 
 
-def _page_size() -> int:
-    raw = request.args.get("limit", "")
-    if not raw:
-        return DEFAULT_PAGE_SIZE
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-        raise ApiError(400, "invalid_parameter", f"limit must be 1 to {MAX_PAGE_SIZE}.")
-    return int(raw)
+def answer_http_error(exc: HttpError) -> Response:
+    response = error_response(exc.status, exc.code, exc.message)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+    return response
 
 
-def _updated_since() -> int | None:
-    """`updatedSince` (unix seconds), or None when absent; 400 when it is not one."""
-    raw = request.args.get("updatedSince", "").strip()
-    if not raw:
-        return None
-    if not raw.isdigit() or len(raw) > 12:
-        raise ApiError(400, "invalid_parameter", "updatedSince must be unix seconds (0 or more).")
-    return int(raw)
+def answer_werkzeug_error(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    return error_response(status, HTTP_ERROR_CODES.get(status, "http_error"), exc.description)
 
 
-@contextlib.contextmanager
-def _cursor_errors() -> Iterator[None]:
-    """Turn a bad `cursor` into 400 `invalid_cursor`."""
-    try:
-        yield
-    except paging.InvalidCursor as exc:
-        raise ApiError(400, "invalid_cursor", str(exc)) from None
-
-
-def _order_items(body: object) -> list[tuple[str, int]]:
-    """`[(listingId, quantity), ...]` from an order request, or 400/422 saying what is wrong."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "The body must be a JSON object.")
-    items = body.get("items")
-    if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS_PER_ORDER:
-        raise ApiError(
-            422, "validation_failed", f"items must be a list of 1 to {MAX_ITEMS_PER_ORDER} items."
-        )
-    wanted: list[tuple[str, int]] = []
-    for number, item in enumerate(items):
-        listing_id = item.get("listingId") if isinstance(item, dict) else None
-        quantity = item.get("quantity") if isinstance(item, dict) else None
-        if not isinstance(listing_id, str) or not listing_id:
-            raise ApiError(422, "validation_failed", f"items[{number}].listingId is required.")
-        if not _whole(quantity, minimum=1):
-            raise ApiError(
-                422, "validation_failed", f"items[{number}].quantity must be a whole number ≥ 1."
-            )
-        if any(listing_id == seen for seen, _ in wanted):
-            raise ApiError(422, "validation_failed", f"listing {listing_id} is in items twice.")
-        wanted.append((listing_id, quantity))
-    return wanted
+def answer_unexpected_error(exc: Exception) -> Response:
+    log.exception("unexpected error in request %s", g.get("request_id"))
+    return error_response(500, "internal_error", "Internal error; retry later.")

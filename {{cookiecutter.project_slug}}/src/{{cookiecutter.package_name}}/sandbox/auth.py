@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..app import ApiError
+from ..http_errors import HttpError
 from .options import SCOPES
 
 
@@ -40,17 +40,17 @@ class Tokens:
     def issue(self, request: object) -> dict:
         """Check a token request's JSON body; answer the token response or raise."""
         if not isinstance(request, dict):
-            raise ApiError(400, "invalid_request", "The body must be a JSON object.")
+            raise HttpError(400, "invalid_request", "The body must be a JSON object.")
         if request.get("grant_type") != "client_credentials":
-            raise ApiError(
+            raise HttpError(
                 400, "unsupported_grant_type", 'grant_type must be "client_credentials".'
             )
         client_id, secret = request.get("client_id"), request.get("client_secret")
         if not isinstance(client_id, str) or not isinstance(secret, str):
-            raise ApiError(400, "invalid_request", "client_id and client_secret are required.")
+            raise HttpError(400, "invalid_request", "client_id and client_secret are required.")
         known = self.clients.get(client_id)
         if known is None or not hmac.compare_digest(known.encode(), secret.encode()):
-            raise ApiError(401, "invalid_client", "Unknown client_id or wrong client_secret.")
+            raise HttpError(401, "invalid_client", "Unknown client_id or wrong client_secret.")
         scope = request.get("scope")
         if scope is None:
             scopes = frozenset(SCOPES)
@@ -58,13 +58,13 @@ class Tokens:
             scopes = frozenset(scope.split())
             unknown = sorted(scopes - set(SCOPES))
             if unknown:
-                raise ApiError(
+                raise HttpError(
                     400,
                     "invalid_scope",
                     f"Unknown scope {unknown[0]!r}; known: {' '.join(SCOPES)}.",
                 )
         else:
-            raise ApiError(400, "invalid_scope", "scope must be space-separated scope names.")
+            raise HttpError(400, "invalid_scope", "scope must be space-separated scope names.")
         access_token = "tok_" + os.urandom(16).hex()
         with self._lock:
             now = self.clock()
@@ -87,14 +87,14 @@ class Tokens:
     def authenticate(self, authorization: str | None, scope: str | None) -> Token:
         """The token of a request, which must carry `scope` (when given); else 401 / 403."""
         if not _bearer(authorization):
-            raise ApiError(401, "missing_token", "Send Authorization: Bearer <access_token>.")
+            raise HttpError(401, "missing_token", "Send Authorization: Bearer <access_token>.")
         token = self._lookup(authorization)
         if token is None:
-            raise ApiError(401, "invalid_token", "The access token is not one this API issued.")
+            raise HttpError(401, "invalid_token", "The access token is not one this API issued.")
         if token.expires <= self.clock():
-            raise ApiError(401, "token_expired", "The access token has expired; get a new one.")
+            raise HttpError(401, "token_expired", "The access token has expired; get a new one.")
         if scope is not None and scope not in token.scopes:
-            raise ApiError(403, "insufficient_scope", f"This call needs the {scope} scope.")
+            raise HttpError(403, "insufficient_scope", f"This call needs the {scope} scope.")
         return token
 
     def _lookup(self, authorization: str | None) -> Token | None:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..app import ApiError
+from ..http_errors import HttpError
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -50,7 +50,7 @@ def parse_key(value: str) -> str:
     if len(key) >= 2 and key[0] == key[-1] == '"':
         key = key[1:-1]
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable() or not key.isascii():
-        raise ApiError(
+        raise HttpError(
             400,
             "invalid_idempotency_key",
             f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.",
@@ -88,13 +88,13 @@ class IdempotencyRecords:
                 self._records[client_id, key] = _Record(request_fingerprint, now + self.ttl)
                 return None
             if record.fingerprint != request_fingerprint:
-                raise ApiError(
+                raise HttpError(
                     422,
                     "idempotency_key_reused",
                     f"This {HEADER} was used with another request; use a new key.",
                 )
             if record.response is None:
-                raise ApiError(
+                raise HttpError(
                     409,
                     "idempotency_key_in_use",
                     f"A request with this {HEADER} is still running; retry shortly.",

@@ -3,7 +3,7 @@
 One lock guards everything, so concurrent requests see the seats of a listing go down
 exactly once per order. Each change that the real API announces with a webhook is passed
 to `emit(type, object)` while the lock is held, so events leave in the order the changes
-happened. Refusals raise the receiver's `ApiError` with the status and code the API
+happened. Refusals raise `http_errors.HttpError` with the status and code the API
 answers with.
 """
 
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..app import ApiError
+from ..http_errors import HttpError
 from . import catalogue, paging
 from .catalogue import Listing, money
 
@@ -112,7 +112,7 @@ class Store:
     def _listing(self, listing_id: str) -> Listing:
         listing = self._by_id.get(listing_id)
         if listing is None:
-            raise ApiError(404, "listing_not_found", f"No listing {listing_id!r}.")
+            raise HttpError(404, "listing_not_found", f"No listing {listing_id!r}.")
         return listing
 
     # --- orders --------------------------------------------------------------------------
@@ -124,9 +124,9 @@ class Store:
             for listing_id, quantity in items:
                 listing = self._by_id.get(listing_id)
                 if listing is None:
-                    raise ApiError(422, "unknown_listing", f"No listing {listing_id!r}.")
+                    raise HttpError(422, "unknown_listing", f"No listing {listing_id!r}.")
                 if quantity > listing.available:
-                    raise ApiError(
+                    raise HttpError(
                         422,
                         "insufficient_seats",
                         f"Listing {listing_id} has {listing.available} seat(s) left, "
@@ -134,7 +134,7 @@ class Store:
                     )
                 listings.append(listing)
             if len({listing.event_id for listing in listings}) > 1:
-                raise ApiError(422, "mixed_events", "All items of an order must be of one show.")
+                raise HttpError(422, "mixed_events", "All items of an order must be of one show.")
             lines = []
             for listing, (_, quantity) in zip(listings, items, strict=True):
                 listing.available -= quantity
@@ -202,7 +202,7 @@ class Store:
         with self._lock:
             order = self._order(client_id, order_id)
             if order.status not in sources:
-                raise ApiError(
+                raise HttpError(
                     422, "invalid_state", f"Order {order_id} is {order.status}; cannot {action}."
                 )
             if target == "cancelled":
@@ -219,7 +219,7 @@ class Store:
     def _order(self, client_id: str, order_id: str) -> Order:
         order = self._orders.get(order_id)
         if order is None or order.client_id != client_id:
-            raise ApiError(404, "order_not_found", f"No order {order_id!r}.")
+            raise HttpError(404, "order_not_found", f"No order {order_id!r}.")
         return order
 
 
