@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from urllib.parse import urlsplit
 
-from ..events import check_type_pattern
 from ..event_filters import parse_moment
+from ..events import check_type_pattern
 
 # The largest count: more than any Redis here holds, and within what Redis and Python
 # take as a count (a larger one would come back as a confusing Redis error).
