@@ -24,10 +24,10 @@ from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..app import HTTP_ERROR_CODES, REQUEST_ID_HEADER, ApiError, error_response
+from ..rate_limit import RateLimiter
 from . import idempotency, paging
 from .auth import Tokens
 from .idempotency import IdempotencyRecords, StoredResponse
-from .limits import RateLimiter
 from .options import Options
 from .sender import WebhookSender
 from .store import MAX_ITEMS_PER_ORDER, Store
@@ -117,7 +117,7 @@ def build_state(options: Options) -> State:
         options=options,
         store=store,
         tokens=Tokens(options.clients, options.token_ttl),
-        limiter=RateLimiter(options.rate_limit),
+        limiter=RateLimiter(options.rate_limit, aligned=True, clock=time.time),
         keys=IdempotencyRecords(options.idempotency_ttl),
         sender=sender,
         rng=random.Random(options.seed),
@@ -146,7 +146,7 @@ def create_app(options: Options | None = None, state: State | None = None) -> Fl
         if g.rate.allowed:
             return None
         response = error_response(429, "rate_limited", "Too many requests")
-        response.headers["Retry-After"] = str(g.rate.retry_after(time.time()))
+        response.headers["Retry-After"] = str(g.rate.retry_after())
         return response
 
     def _fault() -> Response | None:
