@@ -95,9 +95,12 @@ def test_scopes_are_enforced_per_endpoint(sandbox):
 
 def test_tokens_expire_and_unknown_ones_are_refused(start_sandbox):
     api = start_sandbox(token_ttl=1)
+    api.state.tokens.clock = clock = FakeClock(time.time())
     client = connect(api)
     assert client.get("/v1/health").status_code == 200
-    time.sleep(1.1)
+    clock.advance(0.99)
+    assert client.get("/v1/health").status_code == 200  # to the end of its second
+    clock.advance(0.01)
     expired = client.get("/v1/health")
     assert_error(expired, 401, "token_expired")
     assert expired.headers["WWW-Authenticate"].startswith("Bearer")
@@ -341,9 +344,12 @@ def test_a_key_still_in_flight_is_409_then_replayed(start_sandbox):
 
 def test_idempotency_records_expire(start_sandbox):
     api = start_sandbox(idempotency_ttl=1)
+    api.state.keys.clock = clock = FakeClock()
     client = connect(api)
     first = client.post("/v1/orders", json=ORDER, headers=key("k")).json()
-    time.sleep(1.1)
+    clock.advance(0.99)
+    assert client.post("/v1/orders", json=ORDER, headers=key("k")).json() == first  # kept
+    clock.advance(0.01)
     second = client.post("/v1/orders", json=ORDER, headers=key("k")).json()
     assert second["id"] != first["id"]
 
