@@ -5,17 +5,16 @@ Waits grow as 0.5, 1, 2, 4... seconds (capped at 8), times a random 50-100 % so 
 workers that failed together do not come back together (stripe-python's schedule), for
 up to 5 retries; a server that says how long to wait (`Retry-After`, or
 `X-RateLimit-Reset` when nothing is left) is waited at least that long, up to a minute.
-The client owns the loop and the deadline.
+The client owns the loop and the deadline, and asks `POLICY.next_wait` with `server_wait`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import httpx
 
-from ..retry_policy import RetryPolicy, parse_seconds, should_retry
+from ..retry_policy import RetryPolicy, parse_seconds
 
 MAX_RETRIES = 5
 BASE_SECONDS = 0.5
@@ -31,13 +30,6 @@ POLICY = RetryPolicy(
     max_server_wait=MAX_SERVER_WAIT_SECONDS,
     server_wait_is_floor=True,
 )
-
-__all__ = ["POLICY", "backoff", "retry_delay", "server_wait", "should_retry"]
-
-
-def backoff(retry: int, base: float = BASE_SECONDS, cap: float = CAP_SECONDS) -> float:
-    """Seconds to wait before retry number `retry` (0 for the first), with jitter."""
-    return dataclasses.replace(POLICY, base=base, cap=cap).backoff(retry)
 
 
 def server_wait(response: httpx.Response | None, now: float | None = None) -> float:
@@ -58,11 +50,6 @@ def server_wait(response: httpx.Response | None, now: float | None = None) -> fl
     if not waits:
         return 0.0
     return min(max(min(waits), 0.0), MAX_SERVER_WAIT_SECONDS)
-
-
-def retry_delay(retry: int, response: httpx.Response | None, base: float = BASE_SECONDS) -> float:
-    """How long to wait before retry number `retry`: the backoff, or longer if asked."""
-    return dataclasses.replace(POLICY, base=base).delay(retry, server_wait(response))
 
 
 def _number(value: str | None) -> float | None:
