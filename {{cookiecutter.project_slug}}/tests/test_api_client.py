@@ -1,5 +1,6 @@
 """The API client over real HTTP against the sandbox, with the project's private Redis."""
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -172,39 +173,53 @@ def test_the_budget_recovers_after_unanswered_calls_at_a_window_start(redis_conn
 
 def test_5xx_are_retried(start_sandbox, make_client):
     sandbox = start_sandbox(fail_rate=0.5, seed=50)
-    client = make_client(sandbox)
+    waits = []
+    client = make_client(sandbox, sleep=waits.append)
     for _ in range(5):
         assert client.health()
     stats = sandbox.stats()
     assert stats["faultsInjected"] >= 2
     assert stats["byStatus"]["200"] == 6
+    assert len(waits) == stats["faultsInjected"]  # one wait before each retry
+    # A 503 says `Retry-After: 1`: waited that, not the 0.05 s backoff (at most 0.8 s).
+    assert waits.count(1.0) == stats["byStatus"].get("503", 0)
+
+
+def test_retry_after_is_waited_then_the_retries_end(start_sandbox, make_client):
+    sandbox = start_sandbox(fail_rate=1.0, seed=1)  # every call 500 or 503; tokens spared
+    waits = []
+    client = make_client(sandbox, sleep=waits.append)
+    with pytest.raises(ApiError) as caught:
+        client.health()
+    statuses = sandbox.stats()["byStatus"]
+    assert statuses["500"] + statuses["503"] == 6  # the call and its 5 retries
+    assert len(waits) == 5
+    retried_503s = statuses["503"] - (caught.value.status == 503)
+    assert 0 < waits.count(1.0) == retried_503s < 5  # both kinds were retried
+    for retry, wait in enumerate(waits):  # 1 s as asked, or the backoff: 0.05 s doubling
+        assert wait == 1.0 or 0.05 * 2**retry / 2 <= wait <= 0.05 * 2**retry
 
 
 def test_network_errors_are_retried(make_client):
     port = free_port()
-    started = threading.Event()
-    sandboxes = []
+    waits = []
+    with contextlib.ExitStack() as stack:
 
-    def start_later():
-        time.sleep(0.4)
-        sandboxes.append(running(port=port))
-        sandboxes[0].__enter__()
-        started.set()
+        def sleep(seconds):  # the API comes up while the client waits for its third try
+            waits.append(seconds)
+            if len(waits) == 2:
+                stack.enter_context(running(port=port))
 
-    thread = threading.Thread(target=start_later)
-    client = make_client(
-        base_url=f"http://127.0.0.1:{port}",
-        client_id=Options.client_id,
-        client_secret=Options.client_secret,
-        retry_base=0.2,
-    )
-    thread.start()
-    try:
-        assert client.health()  # refused at first, then answered
-    finally:
-        thread.join()
-        if started.is_set():
-            sandboxes[0].__exit__(None, None, None)
+        client = make_client(
+            base_url=f"http://127.0.0.1:{port}",
+            client_id=Options.client_id,
+            client_secret=Options.client_secret,
+            retry_base=0.2,
+            sleep=sleep,
+        )
+        assert client.health()  # refused twice, then answered
+    assert len(waits) == 2
+    assert 0.1 <= waits[0] <= 0.2 and 0.2 <= waits[1] <= 0.4  # the backoff, doubling
 
 
 def test_a_call_in_a_handler_gives_up_before_the_job_ends(start_sandbox, make_client):

@@ -12,12 +12,11 @@ from {{ cookiecutter.package_name }}.api.idempotency import deadline, next_key
 from {{ cookiecutter.package_name }}.api.retries import (
     CAP_SECONDS,
     MAX_SERVER_WAIT_SECONDS,
-    backoff,
-    retry_delay,
+    POLICY,
     server_wait,
-    should_retry,
 )
 from {{ cookiecutter.package_name }}.config import ConfigError, settings_from_env
+from {{ cookiecutter.package_name }}.retry_policy import parse_seconds, should_retry
 
 
 @pytest.mark.parametrize(
@@ -32,7 +31,7 @@ def test_retried_statuses_follow_the_docs(status, retried):
 def test_backoff_doubles_with_jitter_and_a_cap():
     for retry in range(8):
         full = min(0.5 * 2**retry, CAP_SECONDS)
-        waits = [backoff(retry) for _ in range(200)]
+        waits = [POLICY.backoff(retry) for _ in range(200)]
         assert all(full / 2 <= w <= full for w in waits)
         assert max(waits) - min(waits) > full / 10  # jittered, not fixed
 
@@ -51,7 +50,25 @@ def test_server_wait_reads_retry_after_and_the_reset():
     assert server_wait(response(503, {"Retry-After": "86400"}), now) == MAX_SERVER_WAIT_SECONDS
     assert server_wait(response(503, {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}), now) == 0
     assert server_wait(None, now) == 0
-    assert retry_delay(0, response(503, {"Retry-After": "3"})) == 3  # longer than the backoff
+    # Waited at least what the server asks, at least the backoff when it asks less.
+    assert POLICY.delay(0, server_wait(response(503, {"Retry-After": "3"}))) == 3
+    assert 0.25 <= POLICY.delay(0, server_wait(response(503, {"Retry-After": "0"}))) <= 0.5
+    assert 0.25 <= POLICY.delay(0, server_wait(response(503))) <= 0.5
+
+
+def test_the_policy_gives_up_on_final_answers_spent_retries_and_the_deadline():
+    assert POLICY.next_wait(0, 503) is not None
+    assert POLICY.next_wait(0, 404) is None
+    assert POLICY.next_wait(4, None) is not None
+    assert POLICY.next_wait(5, None) is None  # five retries, then the error
+    assert POLICY.next_wait(0, 503, 3.0, now=100.0, deadline=103.5) == 3.0
+    assert POLICY.next_wait(0, 503, 3.0, now=100.0, deadline=103.0) is None  # ends too late
+
+
+def test_retry_after_in_seconds_only():
+    assert [parse_seconds(v) for v in ("3", " 7 ", "1.5", "0")] == [3.0, 7.0, 1.5, 0.0]
+    for other in (None, "", "soon", "-1", "nan", "inf", "1e3", "Wed, 21 Oct 2026 07:28:00 GMT"):
+        assert parse_seconds(other) is None
 
 
 def test_error_shape_is_parsed():

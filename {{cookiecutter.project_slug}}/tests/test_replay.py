@@ -5,7 +5,6 @@ checks every signature it receives, so nothing here is a stub of the network.
 """
 
 import io
-import itertools
 import json
 import shlex
 import threading
@@ -14,20 +13,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from clocks import FakeClock
 
 from {{ cookiecutter.package_name }} import cli
 from {{ cookiecutter.package_name }}.dev import state as devstate
 from {{ cookiecutter.package_name }}.dev.embedded_redis import free_port
+from {{ cookiecutter.package_name }}.rate_limit import RateLimiter
 from {{ cookiecutter.package_name }}.replay import (
     Delivery,
     Options,
     Progress,
-    RateLimiter,
     Result,
     Sender,
     _classify,
     curl_command,
     format_summary,
+    pacer,
     plan,
     read_events,
     run,
@@ -132,11 +133,11 @@ def options(url="http://127.0.0.1:1/webhooks", **overrides):
 
 def test_backoff_doubles_with_jitter_and_is_capped():
     sender = Sender(options(backoff_base=0.5, backoff_max=30.0))
-    for attempt in range(1, 8):
-        nominal = 0.5 * 2 ** (attempt - 1)
-        for _ in range(20):
-            delay = sender.backoff(attempt, None)
-            assert min(nominal * 0.8, 30.0) <= delay <= min(nominal * 1.2, 30.0)
+    for attempt in range(1, 9):
+        nominal = min(0.5 * 2 ** (attempt - 1), 30.0)  # past the cap, jittered below it
+        delays = [sender.backoff(attempt, None) for _ in range(50)]
+        assert all(nominal * 0.8 <= delay <= min(nominal * 1.2, 30.0) for delay in delays)
+        assert max(delays) - min(delays) > nominal / 20  # jittered, not fixed
 
 
 def test_retry_after_is_honoured_up_to_the_cap():
@@ -376,29 +377,44 @@ def test_dry_run_prints_one_command_per_delivery(monkeypatch, tmp_path, capsys):
 
 
 def test_rate_limiter_spaces_calls():
-    limiter = RateLimiter(rate=40)  # 25 ms apart
-    started = time.monotonic()
+    clock = FakeClock()
+    limiter = pacer(rate=40)  # 25 ms apart
+    limiter.clock, limiter.sleep = clock, clock.sleep
+    started = clock()
+    sent = []
     for _ in range(9):
         limiter.wait()
-    assert time.monotonic() - started >= 8 * 0.025 * 0.95
+        sent.append(clock() - started)
+    assert sent == pytest.approx([n * 0.025 for n in range(9)])
+    clock.advance(1.0)  # idle for a while: the next call goes at once, then 25 ms on
+    limiter.wait()
+    limiter.wait()
+    assert clock.sleeps[-1] == pytest.approx(0.025)
+    assert len(clock.sleeps) == 9
 
 
 def test_rate_limiter_is_shared_across_threads():
-    limiter = RateLimiter(rate=50)  # 20 ms apart
-    stamps = []
+    clock = FakeClock()
+    limiter = RateLimiter(1, 1 / 50, clock=clock)  # replay's pacer at 50/s: 20 ms apart
+    waits = []
 
     def call():
-        limiter.wait()
-        stamps.append(time.monotonic())
+        waits.append(limiter.reserve())  # each thread books its own slot
 
     threads = [threading.Thread(target=call) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    stamps.sort()
-    gaps = [b - a for a, b in itertools.pairwise(stamps)]
-    assert min(gaps) >= 0.015
+    assert sorted(waits) == pytest.approx([n * 0.02 for n in range(8)])
+
+
+def test_the_pacer_waits_in_real_time():
+    limiter = pacer(rate=40)  # the one test of its real sleep: 25 ms apart
+    started = time.monotonic()
+    for _ in range(5):
+        limiter.wait()
+    assert time.monotonic() - started >= 4 * 0.025 * 0.95
 
 
 def test_summary_table_counts_each_outcome():

@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+from clocks import FakeClock
 from processes import PACKAGE, PROJECT_ROOT, project_env, running, wait_for
 from processes import cli as command
 
@@ -94,9 +95,12 @@ def test_scopes_are_enforced_per_endpoint(sandbox):
 
 def test_tokens_expire_and_unknown_ones_are_refused(start_sandbox):
     api = start_sandbox(token_ttl=1)
+    api.state.tokens.clock = clock = FakeClock(time.time())
     client = connect(api)
     assert client.get("/v1/health").status_code == 200
-    time.sleep(1.1)
+    clock.advance(0.99)
+    assert client.get("/v1/health").status_code == 200  # to the end of its second
+    clock.advance(0.01)
     expired = client.get("/v1/health")
     assert_error(expired, 401, "token_expired")
     assert expired.headers["WWW-Authenticate"].startswith("Bearer")
@@ -340,9 +344,12 @@ def test_a_key_still_in_flight_is_409_then_replayed(start_sandbox):
 
 def test_idempotency_records_expire(start_sandbox):
     api = start_sandbox(idempotency_ttl=1)
+    api.state.keys.clock = clock = FakeClock()
     client = connect(api)
     first = client.post("/v1/orders", json=ORDER, headers=key("k")).json()
-    time.sleep(1.1)
+    clock.advance(0.99)
+    assert client.post("/v1/orders", json=ORDER, headers=key("k")).json() == first  # kept
+    clock.advance(0.01)
     second = client.post("/v1/orders", json=ORDER, headers=key("k")).json()
     assert second["id"] != first["id"]
 
@@ -350,8 +357,11 @@ def test_idempotency_records_expire(start_sandbox):
 # --- rate limit ------------------------------------------------------------------------
 
 
-def start_of_next_second() -> None:
-    time.sleep(1 - time.time() % 1 + 0.01)
+def windows_on(api, clock: FakeClock) -> int:
+    """Let the sandbox's rate limiter read `clock`, so that its one-second windows turn
+    when the test moves it; the window it stands at the start of."""
+    api.state.limiter.clock = clock
+    return int(clock())
 
 
 def test_rate_limit_per_client_per_second(start_sandbox):
@@ -360,8 +370,8 @@ def test_rate_limit_per_client_per_second(start_sandbox):
         connect(api),
         connect(api, client_id="other-client", client_secret="other-secret"),
     )
-    start_of_next_second()
-    window = int(time.time())
+    clock = FakeClock(1_734_650_000.0)
+    window = windows_on(api, clock)
     answers = [client.get("/v1/health") for _ in range(8)]
     assert [a.status_code for a in answers] == [200] * 5 + [429] * 3
     for answer in answers:
@@ -372,22 +382,37 @@ def test_rate_limit_per_client_per_second(start_sandbox):
     assert answers[-1].json()["error"]["message"] == "Too many requests"
     assert answers[-1].headers["Retry-After"] == "1"
     assert other.get("/v1/health").status_code == 200  # a budget of its own
-    time.sleep(max(0.0, window + 1 - time.time()) + 0.01)
+    clock.advance(0.99)  # the same window to its end: still refused, until the reset
+    late = client.get("/v1/health")
+    assert (late.status_code, late.headers["X-RateLimit-Reset"]) == (429, str(window + 1))
+    assert late.headers["Retry-After"] == "1"
+    clock.advance(0.01)
     after = client.get("/v1/health")
     assert after.status_code == 200
     assert after.headers["X-RateLimit-Remaining"] == "4"
-    assert api.stats()["byStatus"]["429"] == 3
+    assert after.headers["X-RateLimit-Reset"] == str(window + 2)
+    assert api.stats()["byStatus"]["429"] == 4
 
 
 def test_rate_limited_writes_are_not_stored(start_sandbox):
     api = start_sandbox(rate_limit=2)
     client = connect(api)
-    start_of_next_second()
+    clock = FakeClock(1_734_650_000.0)
+    windows_on(api, clock)
     client.get("/v1/health"), client.get("/v1/health")
     assert_error(client.post("/v1/orders", json=ORDER, headers=key("k")), 429, "rate_limited")
-    start_of_next_second()
+    clock.advance(1.0)
     assert client.post("/v1/orders", json=ORDER, headers=key("k")).status_code == 201
     assert api.stats()["orders"] == 1
+
+
+def test_the_sandbox_windows_are_the_wall_clock_seconds(sandbox):
+    """The real clock's whole seconds, as `X-RateLimit-Reset` says (the tests above move a
+    clock of their own)."""
+    before = time.time()
+    answer = connect(sandbox).get("/v1/health")
+    reset = int(answer.headers["X-RateLimit-Reset"])
+    assert int(before) + 1 <= reset <= int(time.time()) + 1
 
 
 # --- faults and latency ----------------------------------------------------------------

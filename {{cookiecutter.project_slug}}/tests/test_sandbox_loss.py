@@ -4,6 +4,7 @@ gives up after its retry window)."""
 
 import time
 
+from clocks import FakeClock
 from test_sandbox import ORDER, assert_error, connect
 
 from {{ cookiecutter.package_name }} import cli
@@ -25,8 +26,9 @@ def walk(client, **params) -> list[dict]:
 
 def test_updated_since_lists_changes_oldest_first_and_newest_first_without(sandbox):
     client = connect(sandbox)
+    sandbox.store.clock = clock = FakeClock(time.time())
     ids = [client.post("/v1/orders", json=ORDER).json()["id"] for _ in range(3)]
-    time.sleep(1.05)  # the next change lands in a later second
+    clock.advance(1.0)  # the next change lands in a later second
     changed = client.post(f"/v1/orders/{ids[0]}/confirm").json()
     assert changed["updatedAt"] > changed["createdAt"]
     since = walk(client, updatedSince=0)
@@ -40,10 +42,11 @@ def test_updated_since_lists_changes_oldest_first_and_newest_first_without(sandb
 
 def test_an_order_changed_during_a_walk_is_met_again_at_its_end(sandbox):
     client = connect(sandbox)
+    sandbox.store.clock = clock = FakeClock(time.time())
     ids = sorted(client.post("/v1/orders", json=ORDER).json()["id"] for _ in range(3))
     first = client.get("/v1/orders", params={"updatedSince": 0, "limit": 2}).json()
     assert [o["id"] for o in first["items"]] == ids[:2]
-    time.sleep(1.05)
+    clock.advance(1.0)  # the confirmation lands in a later second
     client.post(f"/v1/orders/{ids[0]}/confirm")  # already read: it moves to the end
     rest = client.get("/v1/orders", params={"updatedSince": 0, "cursor": first["nextCursor"]})
     assert [(o["id"], o["status"]) for o in rest.json()["items"]] == [

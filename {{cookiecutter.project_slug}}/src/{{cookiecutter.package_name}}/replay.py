@@ -1,9 +1,11 @@
 """Send events to a receiver the way the Tickets Wholesale sender does.
 
 Every attempt is signed afresh with the current time; 429, 409, 5xx and network errors are
-retried with exponential backoff (honouring `Retry-After`), other 4xx are final. Events come
-from `.json` files (one event, or a list of events), `.jsonl` files (one event per line), or
-folders of those. Used by the `replay` command and by tests; standard library only.
+retried with exponential backoff (honouring `Retry-After`), other 4xx are final: the
+project's one retry policy (`retry_policy.py`), with the sender's numbers. `--rate` paces
+the sends with the project's one rate limiter (`rate_limit.py`). Events come from `.json`
+files (one event, or a list of events), `.jsonl` files (one event per line), or folders of
+those. Used by the `replay` command, the sandbox's webhooks and tests; standard library only.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .rate_limit import RateLimiter
+from .retry_policy import RetryPolicy, parse_seconds
 from .signature import HEADER, sign
 
-RETRYABLE_STATUSES = frozenset({409, 429}) | frozenset(range(500, 600))
 # With `stop_when_refused`, attempts refused before the receiver ever answered that end the
 # run: nothing listens there, and retrying every event for minutes would not change that.
 REFUSED_ATTEMPTS = 3
@@ -155,23 +158,11 @@ def curl_command(delivery: Delivery, options: Options, timestamp: int | None = N
     return shlex.join(parts)
 
 
-class RateLimiter:
-    """Spaces calls `1/rate` seconds apart across threads (no limit when rate is 0)."""
-
-    def __init__(self, rate: float):
-        self.interval = 1.0 / rate if rate > 0 else 0.0
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            slot = max(self._next, now)
-            self._next = slot + self.interval
-        if slot > now:
-            time.sleep(slot - now)
+def pacer(rate: float) -> RateLimiter | None:
+    """The limiter that spaces calls `1/rate` seconds apart across threads: one call per
+    window of that length, each window opening at the call that starts it (None: rate 0,
+    no limit)."""
+    return RateLimiter(1, 1.0 / rate) if rate > 0 else None
 
 
 class Sender:
@@ -188,7 +179,17 @@ class Sender:
         if parts.query:
             self._path += "?" + parts.query
         self._local = threading.local()
-        self.limiter = RateLimiter(options.rate)
+        self.limiter = pacer(options.rate)
+        # The API's retry rules with this sender's numbers: waits times 80-120 %, never
+        # past `backoff_max`, and a `Retry-After` in seconds taken as the wait.
+        self.policy = RetryPolicy(
+            base=options.backoff_base,
+            cap=options.backoff_max,
+            jitter=(0.8, 1.2),
+            max_retries=options.max_attempts - 1,
+            max_server_wait=options.backoff_max,
+            server_wait_is_floor=False,
+        )
         self._answered = False  # whether the receiver ever answered
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -221,17 +222,16 @@ class Sender:
 
     def backoff(self, attempt: int, retry_after: str | None) -> float:
         """Seconds to wait before attempt `attempt + 1`: Retry-After, else exponential."""
-        if retry_after and retry_after.isdigit():
-            return min(float(retry_after), self.options.backoff_max)
-        delay = self.options.backoff_base * 2 ** (attempt - 1)
-        return min(delay * random.uniform(0.8, 1.2), self.options.backoff_max)
+        return self.policy.delay(attempt - 1, parse_seconds(retry_after))
 
     def send(self, delivery: Delivery) -> Result:
         attempt = 0
-        first = time.monotonic()
+        window = self.options.retry_window
+        deadline = time.monotonic() + window if window else None
         while True:
             attempt += 1
-            self.limiter.wait()
+            if self.limiter:
+                self.limiter.wait()
             retry_after = None
             try:
                 status, headers, payload = self._post(delivery.body)
@@ -242,14 +242,12 @@ class Sender:
                 self._answered = True
                 result = _classify(delivery, status, payload, attempt)
                 retry_after = headers.get("Retry-After")
-            retryable = status is None or status in RETRYABLE_STATUSES
-            if not retryable or attempt >= self.options.max_attempts:
-                return result
-            delay = self.backoff(attempt, retry_after)
-            window = self.options.retry_window
-            if window and time.monotonic() + delay - first > window:
-                return result  # the sender gives up: the event is lost to this receiver
-            self.sleep(delay)
+            wait = self.policy.next_wait(
+                attempt - 1, status, parse_seconds(retry_after), time.monotonic(), deadline
+            )
+            if wait is None:  # final, out of attempts, or past the retry window: the
+                return result  # sender gives up, and the event is lost to this receiver
+            self.sleep(wait)
 
     def _stop_if_refused(self, exc: Exception, attempt: int) -> None:
         refused = isinstance(exc, ConnectionRefusedError) and not self._answered

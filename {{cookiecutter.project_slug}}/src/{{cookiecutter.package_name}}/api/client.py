@@ -13,9 +13,10 @@ request and an `Auth` hook for the token, and nothing of it is rewritten here.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -46,10 +47,14 @@ class Client:
         call_seconds: float = 60,
         retry_base: float = retries.BASE_SECONDS,
         transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.call_seconds = call_seconds
-        self.retry_base = retry_base
+        # The API's retry rules with this client's first wait; `sleep` waits between
+        # attempts (a test passes its own, to see the waits without making them).
+        self.retry_policy = dataclasses.replace(retries.POLICY, base=retry_base)
+        self.sleep = sleep
         identity = hashlib.sha256(f"{self.base_url}\n{client_id}".encode()).hexdigest()[:24]
         self.budget = Budget(connection, identity)
         self.http = httpx.Client(
@@ -129,12 +134,12 @@ class Client:
                 if response.is_success:
                     return response.json() if response.content else None
                 error = error_from_response(response)
-            if not retries.should_retry(error.status) or retry >= retries.MAX_RETRIES:
+            wait = self.retry_policy.next_wait(
+                retry, error.status, retries.server_wait(response), time.monotonic(), deadline
+            )
+            if wait is None:
                 raise error
-            delay = retries.retry_delay(retry, response, self.retry_base)
-            if time.monotonic() + delay >= deadline:
-                raise error
-            time.sleep(delay)
+            self.sleep(wait)
             retry += 1
 
     def url_of(self, path: str) -> httpx.URL:

@@ -24,11 +24,11 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ..http_errors import HTTP_ERROR_CODES, REQUEST_ID_HEADER, HttpError, error_response
+from ..rate_limit import RateLimiter
 from . import api, controls, idempotency
 from .api import SCOPE_OF, TOKEN_ENDPOINT, sandbox_state
 from .auth import Tokens
 from .idempotency import IdempotencyRecords, StoredResponse
-from .limits import RateLimiter
 from .options import Options
 from .sender import WebhookSender
 from .store import Store
@@ -106,7 +106,7 @@ def build_state(options: Options) -> State:
         options=options,
         store=store,
         tokens=Tokens(options.clients, options.token_ttl),
-        limiter=RateLimiter(options.rate_limit),
+        limiter=RateLimiter(options.rate_limit, aligned=True, clock=time.time),
         keys=IdempotencyRecords(options.idempotency_ttl),
         sender=sender,
         rng=random.Random(options.seed),
@@ -155,7 +155,7 @@ def _limit(state: State) -> Response | None:
     if g.rate.allowed:
         return None
     response = error_response(429, "rate_limited", "Too many requests")
-    response.headers["Retry-After"] = str(g.rate.retry_after(time.time()))
+    response.headers["Retry-After"] = str(g.rate.retry_after())
     return response
 
 

@@ -3,7 +3,8 @@ to one receiver URL from a background thread, one at a time and in order.
 
 Delivery is `replay.Sender`'s, the project's one HTTP sender: signed afresh on every
 attempt (`signature.sign`), 429, 409, 5xx and network errors retried with exponential
-backoff (honouring `Retry-After`), other 4xx final. An event that fails every attempt is
+backoff (honouring `Retry-After`), other 4xx final, as `retry_policy.py` says for every
+caller of the API's rules. An event that fails every attempt is
 logged and counted, and the next one goes.
 """
 

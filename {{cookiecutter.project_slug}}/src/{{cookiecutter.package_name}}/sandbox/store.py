@@ -65,8 +65,11 @@ def _no_events(event_type: str, obj: dict) -> None:
 
 
 class Store:
-    def __init__(self, emit: Callable[[str, dict], None] = _no_events):
+    def __init__(
+        self, emit: Callable[[str, dict], None] = _no_events, clock: Callable[[], float] = time.time
+    ):
         self.emit = emit
+        self.clock = clock  # stamps `createdAt` and `updatedAt` (a test moves its own)
         self._lock = threading.Lock()
         self._listings = catalogue.seed()
         self._by_id = {listing.id: listing for listing in self._listings}
@@ -99,7 +102,7 @@ class Store:
                 "row": listing.row,
                 "price": money(amount),
                 "previousPrice": money(previous),
-                "updatedAt": int(time.time()),
+                "updatedAt": int(self.clock()),
             }
             if amount != previous:
                 self.emit("price.updated", update)
@@ -148,6 +151,7 @@ class Store:
                 event_id=listings[0].event_id,
                 items=lines,
                 total=sum(line["unitPrice"]["amount"] * line["quantity"] for line in lines),
+                created_at=int(self.clock()),
             )
             self._orders[order.id] = order
             self.emit("order.created", order.to_json())
@@ -208,7 +212,7 @@ class Store:
             if target == "cancelled":
                 for item in order.items:
                     self._by_id[item["listingId"]].available += item["quantity"]
-            order.status, order.updated_at = target, int(time.time())
+            order.status, order.updated_at = target, int(self.clock())
             self.emit(f"order.{target}", order.to_json())
             return order.to_json()
 
