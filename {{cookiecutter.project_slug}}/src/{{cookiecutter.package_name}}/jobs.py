@@ -18,9 +18,9 @@ import redis
 from rq import get_current_job
 
 from . import lanes, ledger, metrics, replication, tallies
-from .api import handler_run
 from .config import Settings, settings_from_env
 from .events import Event
+from .handler_context import handler_run
 from .routing import routes
 
 log = logging.getLogger(__name__)
