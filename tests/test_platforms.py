@@ -31,6 +31,7 @@ LOWEST_VERSIONS_SUBSET = [
     "tests/test_jobs.py",
     "tests/test_intake.py",
     "tests/test_app.py",
+    "tests/test_rq_compat.py",
 ]
 
 

@@ -11,7 +11,6 @@ import pytest
 import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
-from rq.utils import utcformat, utcparse
 
 from {{ cookiecutter.package_name }}.config import Settings
 from {{ cookiecutter.package_name }}.events import queue_for
@@ -20,7 +19,6 @@ from {{ cookiecutter.package_name }}.intake import (
     Intake,
     bucket_seconds,
     is_seen,
-    job_timestamp,
 )
 from {{ cookiecutter.package_name }}.testing import make_event
 
@@ -57,19 +55,6 @@ def test_job_is_an_ordinary_rq_job_carrying_json(settings, redis_conn):
     assert job.retries_left == settings.retry_max
     # No pickle anywhere: the payload decodes as JSON.
     assert event["id"] in redis_conn.lrange("rq:queue:orders", 0, -1)[0].decode()
-
-
-@pytest.mark.parametrize(
-    "moment",
-    [
-        datetime(2026, 1, 31, 12, 0, 0, 0, tzinfo=UTC),
-        datetime(2026, 12, 1, 23, 59, 59, 999_999, tzinfo=UTC),
-        datetime(1999, 7, 4, 1, 2, 3, 40, tzinfo=UTC),
-    ],
-)
-def test_job_timestamps_are_written_as_rq_writes_them(moment):
-    assert job_timestamp(moment) == utcformat(moment)
-    assert utcparse(job_timestamp(moment)) == moment
 
 
 def test_a_queued_job_knows_when_it_was_created_and_enqueued(settings, redis_conn):

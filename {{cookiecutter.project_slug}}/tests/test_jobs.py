@@ -3,15 +3,18 @@
 import dataclasses
 import importlib
 import signal
+import subprocess
+import sys
 
 import pytest
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
+from {{ cookiecutter.package_name }}.api import idempotency
 from {{ cookiecutter.package_name }}.config import Settings, settings_from_env
 from {{ cookiecutter.package_name }}.intake import Intake
-from {{ cookiecutter.package_name }}.jobs import DONE_META_KEY
+from {{ cookiecutter.package_name }}.jobs import DONE_META_KEY, handle_event
 from {{ cookiecutter.package_name }}.routing import Routes, routes
 from {{ cookiecutter.package_name }}.testing import make_event, run_worker
 
@@ -184,3 +187,38 @@ def test_handler_modules_come_from_the_package_setting_and_the_extra_modules(tmp
 )
 def test_the_handlers_package_is_loaded_unless_set_empty(env, modules):
     assert settings_from_env(env).handler_modules == modules
+
+
+def test_each_handler_run_numbers_its_api_writes_afresh(calls):
+    """The jobs say which handler runs (`handler_context`); the API client's keys follow
+    it: the same handler run again for the same event makes the same keys, another
+    handler or event others, and outside a handler each write gets a random one."""
+    keys: dict[str, list[str]] = {}
+
+    def writer(name):
+        def handler(event):
+            keys.setdefault(name, []).append(idempotency.next_key("POST", "/v1/orders"))
+
+        handler.__qualname__ = name
+        return handler
+
+    routes.on("order.created")(writer("first"))
+    routes.on("order.created")(writer("second"))
+    event = make_event("order.created")
+    handle_event(event)
+    handle_event(event)
+    handle_event(make_event("order.created"))
+    assert keys["first"][0] == keys["first"][1] != keys["first"][2]
+    assert keys["second"][0] == keys["second"][1] != keys["first"][0]
+    assert idempotency.next_key("POST", "/v1/orders") != idempotency.next_key("POST", "/v1/orders")
+
+
+def test_the_jobs_do_not_load_the_api_client():
+    """A worker whose handlers never call the API loads neither the client nor httpx: the
+    jobs set the handler's context in `handler_context`, which the client reads."""
+    code = (
+        "import sys, {{ cookiecutter.package_name }}.jobs; "
+        "print(sorted(m for m in ('httpx', '{{ cookiecutter.package_name }}.api') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -32,6 +32,7 @@ from .config import Settings
 from .events import QUEUES
 from .intake import is_seen
 from .jobs import DONE_META_KEY, DUPLICATE_OF_META_KEY, FAILED_META_KEY, LAST_ERROR_META_KEY
+from .rq_compat import queue_key
 from .worker import ABANDONED_META_KEY
 
 # RQ's job statuses in the words the commands use.
@@ -176,7 +177,7 @@ def show(
 
 def _recent_ids(connection: redis.Redis, queue: str, status: str, limit: int) -> list[str]:
     if status == "queued":
-        ids = connection.lrange(f"rq:queue:{queue}", -limit, -1)
+        ids = connection.lrange(queue_key(queue), -limit, -1)
         return [i.decode() for i in reversed(ids)]
     registry = REGISTRIES[status](queue, connection=connection, serializer=JSONSerializer)
     # Read-only: no cleanup, which would move abandoned jobs around.

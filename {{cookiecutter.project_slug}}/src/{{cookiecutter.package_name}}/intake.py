@@ -27,7 +27,8 @@ description) filled in per event, so RQ workers, dashboards and registries see t
 `Queue.enqueue` would have written, without building an RQ `Job` object on every request.
 Its payload is the JSON call RQ's serializer would write, built around the very bytes the
 sender signed, and stored uncompressed, which RQ reads as well: the handler gets exactly
-what was verified, and no request pays to re-encode or compress it.
+what was verified, and no request pays to re-encode or compress it. What this takes of
+RQ's job format is in `rq_compat.py`, with the tests that hold RQ to it.
 """
 
 from __future__ import annotations
@@ -35,12 +36,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from rq import Queue, Retry
-from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from .capture import STREAM_KEY as CAPTURE_STREAM_KEY
@@ -48,6 +47,7 @@ from .config import Settings
 from .connection import NoReplicas, ScriptRunner
 from .events import QUEUES, queue_for
 from .replication import NotReplicated, Policy, require
+from .rq_compat import call_framing, job_timestamp, queued_job_fields
 
 SEEN_PREFIX = "tw:seen:"
 # Hash: a signing secret's fingerprint -> unix seconds (Redis' clock) it last verified a
@@ -192,39 +192,11 @@ def open_queues(connection: redis.Redis) -> dict[str, Queue]:
     return {name: Queue(name, connection=connection, serializer=JSONSerializer) for name in QUEUES}
 
 
-def _job_fields_shared(queue: Queue, timeout: int, retry: Retry | None) -> tuple[str, ...]:
-    """The fields RQ writes for every job of `queue`, as field, value, ..."""
-    job = queue.create_job(
-        JOB_FUNCTION, args=({},), timeout=timeout, result_ttl=RESULT_TTL_SECONDS, retry=retry
-    )
-    job.origin = queue.name
-    job._status = JobStatus.QUEUED
-    flat: list[str] = []
-    for name, value in job.to_dict().items():
-        if value in (None, "") or name in PER_EVENT_FIELDS:
-            continue
-        if isinstance(value, bytes):
-            value = value.decode()
-        flat += (name, value if isinstance(value, str) else str(value))
-    return tuple(flat)
-
-
 # Job fields that differ per event; every other field is the same for a queue's jobs.
 PER_EVENT_FIELDS = frozenset({"data", "created_at", "enqueued_at", "description"})
 
-# RQ's JSON serializer writes a call as `[function, instance, args, kwargs]`; the one
-# argument, the envelope, goes between these two.
-_CALL_HEAD = json.dumps([JOB_FUNCTION, None]).encode()[:-1] + b", ["
-_CALL_TAIL = b"], {}]"
-
-
-def job_timestamp(moment: datetime | None = None) -> str:
-    """`moment` (an aware UTC datetime; default now) as RQ writes a job's timestamps
-    (`rq.utils.utcformat`, `2026-01-31T12:00:00.000000Z`). Through `isoformat` rather than
-    RQ's `strftime`, which costs a request several µs (it goes through the C library's
-    locale-aware `wcsftime`)."""
-    moment = moment or datetime.now(UTC)
-    return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # less "+00:00"
+# RQ's serialized call of the job function; the one argument, the envelope, goes between.
+_CALL_HEAD, _CALL_TAIL = call_framing(JOB_FUNCTION)
 
 
 def job_data(body: bytes) -> bytes:
@@ -250,9 +222,12 @@ class Intake:
             else None
         )
         self._shared_fields = {
-            name: _job_fields_shared(queue, self.job_timeout, self.retry)
+            name: queued_job_fields(
+                queue, JOB_FUNCTION, self.job_timeout, RESULT_TTL_SECONDS, self.retry,
+                leave_out=PER_EVENT_FIELDS,
+            )
             for name, queue in self.queues.items()
-        }
+        }  # fmt: skip
         self._scripts = ScriptRunner(connection)
         self._enqueue_if_new = connection.register_script(ENQUEUE_IF_NEW)
         self.capture_max_events = settings.capture_max_events

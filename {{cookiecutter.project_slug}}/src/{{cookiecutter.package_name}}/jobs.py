@@ -17,10 +17,10 @@ from typing import Any
 import redis
 from rq import get_current_job
 
-from . import lanes, ledger, metrics, replication, tallies
-from .api import handler_run
+from . import lanes, ledger, metrics, replication, rq_compat, tallies
 from .config import Settings, settings_from_env
 from .events import Event
+from .handler_context import handler_run
 from .routing import routes
 
 log = logging.getLogger(__name__)
@@ -157,8 +157,7 @@ def _save_meta(job, replicated: bool = False) -> None:
     `TW_REDIS_ACK_REPLICAS` replicas hold it (`replication.persist`), so that a failover
     cannot make a finished handler run again."""
     if replicated and replication.POLICY.replicas:
-        meta = job._serialize_meta()
-        replication.persist(job.connection, lambda pipe: pipe.hset(job.key, "meta", meta))
+        replication.persist(job.connection, lambda pipe: rq_compat.save_meta(pipe, job))
         return
     deadline = time.monotonic() + REMEMBER_PATIENCE_SECONDS
     while True:

@@ -31,16 +31,17 @@ lease expiry), and the set of events parked until their turn.
   job comes back as abandoned (`worker.py`) and takes the lane with a new token. Only the
   run with the current token may release or renew it; a worker that finds its lease
   taken (it was frozen that long) stops at once rather than run beside the new holder.
+
+The scripts move jobs between RQ's queues and registries and set their status themselves;
+the key prefixes, fields and statuses of RQ's they use are those of `rq_compat.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import secrets
 import time
-import zlib
 from collections.abc import Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -49,8 +50,8 @@ from typing import Any
 import redis
 from rq.job import Job, JobStatus
 from rq.queue import Queue
-from rq.registry import DeferredJobRegistry, FinishedJobRegistry
 
+from . import rq_compat
 from .connection import ScriptRunner
 from .events import Event
 from .routing import Handler, Routes
@@ -374,13 +375,15 @@ def lanes_of(handlers: Iterable[Handler], event: Event) -> dict[str, Handler]:
     return found
 
 
-def _prefixes(job_class: type[Job] = Job) -> list[str]:
+def _prefixes() -> list[str]:
+    """The scripts' first five arguments: the lanes' key prefix, then RQ's for jobs, queues,
+    and the finished and deferred registries."""
     return [
         PREFIX,
-        job_class.redis_job_namespace_prefix,
-        Queue.redis_queue_namespace_prefix,
-        FinishedJobRegistry.key_template.format(""),
-        DeferredJobRegistry.key_template.format(""),
+        rq_compat.JOB_KEY_PREFIX,
+        rq_compat.QUEUE_KEY_PREFIX,
+        rq_compat.FINISHED_REGISTRY_PREFIX,
+        rq_compat.DEFERRED_REGISTRY_PREFIX,
     ]
 
 
@@ -472,10 +475,7 @@ class Lanes:
         known = {}
         for job_id, data in zip(job_ids, datas, strict=True):
             try:
-                with contextlib.suppress(zlib.error):
-                    data = zlib.decompress(data)  # RQ compresses what it saves itself
-                envelope = json.loads(data)[2][0]
-                known[job_id] = list(self.lanes_for(envelope))
+                known[job_id] = list(self.lanes_for(rq_compat.envelope_of(data)))
             except Exception:  # not one of ours, or gone: it joins no lane
                 known[job_id] = []
         return known

@@ -38,7 +38,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from rq import Queue
 from rq.utils import str_to_date
-from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from .config import Settings
 from .connection import connect
@@ -47,6 +46,7 @@ from .intake import open_queues
 from .lanes import blocked_stats
 from .ledger import RANK as ORDER_STATUSES
 from .reconcile import TOTALS_KEY, WATERMARK_KEY
+from .rq_compat import WORKERS_BY_QUEUE_KEY
 
 log = logging.getLogger(__name__)
 

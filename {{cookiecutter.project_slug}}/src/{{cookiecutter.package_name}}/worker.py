@@ -26,6 +26,10 @@ single queue), and maintenance puts a job stranded there back on its queue.
 RQ's own loop quits on the first Redis error outside its blocking pop. `Worker` rides out
 a Redis outage instead: a job whose ending could not be written stays "started" and comes
 back as abandoned, and the worker waits for Redis, backing off, and goes on.
+
+What RQ documents as extension points is used as such (`queue_class`, `exception_handlers`);
+the methods of RQ's worker overridden here beyond those, and the RQ internals used, are
+listed in `rq_compat.py`, whose contract tests fail when an RQ release changes them.
 """
 
 from __future__ import annotations
@@ -34,16 +38,17 @@ import logging
 import os
 import threading
 import time
+import traceback
 
 import redis
 from rq import Queue, SimpleWorker
-from rq.exceptions import DequeueTimeout
+from rq.exceptions import AbandonedJobError, DequeueTimeout
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import as_text, current_timestamp, now
 from rq.worker import WorkerStatus
 
-from . import replication, tallies
+from . import replication, rq_compat, tallies
 from .config import ConfigError, Settings
 from .connection import connect
 from .events import QUEUES
@@ -118,7 +123,8 @@ class MovingQueue(Queue):
                 except DequeueTimeout:
                     continue
             queue_key, job_id = map(as_text, result)
-            fetched = cls._fetch_dequeued_job(
+            fetched = rq_compat.fetch_dequeued(
+                cls,
                 connection,
                 queue_key,
                 job_id,
@@ -142,6 +148,10 @@ class Worker(SimpleWorker):
 
     def __init__(self, *args, lost_after: int = 20, lane_on_failure: str = "block", **kwargs):
         self.lost_after = max(2, lost_after)
+        # Ours first: a handler passed in may end the chain (by returning False).
+        theirs = kwargs.pop("exception_handlers", None) or []
+        theirs = list(theirs) if isinstance(theirs, list | tuple) else [theirs]
+        kwargs["exception_handlers"] = [not_retried_if_configuration, keep_last_error, *theirs]
         kwargs.setdefault("maintenance_interval", max(1, self.lost_after // 2))
         # RQ blocks on the queues for worker_ttl - 15 s at a time; maintenance waits for it.
         kwargs.setdefault("worker_ttl", 15 + max(1, self.lost_after // 4))
@@ -202,21 +212,6 @@ class Worker(SimpleWorker):
         except REDIS_DOWN as exc:
             log.warning("maintenance skipped, Redis is unreachable: %s", exc)
 
-    def handle_exception(self, job: Job, *exc_info) -> None:
-        # Called by RQ before `handle_job_failure`, which retries the job if it may.
-        if _configuration_error(exc_info[1]):
-            # A missing or invalid setting is not transient: retrying for minutes would not
-            # fix it. Failed now, with the message; `failed retry` runs it after the fix.
-            job.retries_left = None
-            log.error("job %s: a configuration error, not retried: %s", job.id, exc_info[1])
-        super().handle_exception(job, *exc_info)
-
-    def handle_job_failure(self, job: Job, queue: Queue, *args, exc_string: str = "", **kwargs):
-        if job.should_retry:
-            # Saved with the job by RQ's retry, in the same pipeline: no extra round trip.
-            job.meta[LAST_ERROR_META_KEY] = exc_string
-        super().handle_job_failure(job, queue, *args, exc_string=exc_string, **kwargs)
-
     def execute_job(self, job: Job, queue: Queue) -> None:
         if not _is_ours(job):
             # RQ would import and call whatever function a job names; only ours may run,
@@ -246,7 +241,7 @@ class Worker(SimpleWorker):
                 "job %s: its start was lost in a Redis failover; left to the new primary",
                 job.id,
             )
-            self.executions.pop(execution.id, None)
+            rq_compat.forget_execution(self, execution)
             return
         self._set_running((job, execution, ticket))
         parked = PARKED.set(ticket.parked_handlers if ticket is not None else frozenset())
@@ -266,7 +261,7 @@ class Worker(SimpleWorker):
                 "it will be requeued as abandoned",
                 job.id, exc,
             )  # fmt: skip
-            self.executions.pop(execution.id, None)
+            rq_compat.forget_execution(self, execution)
         finally:
             PARKED.reset(parked)
             self._set_running(None)
@@ -364,13 +359,30 @@ def _still_started(job: Job, execution) -> bool:
     """Whether Redis (a new primary, after a failover) still records `execution` of `job`
     as running: otherwise the job is back in its queue or intermediate list there, where
     a worker (or the stranded-job sweep) takes it up, and this one must not run it."""
-    registry = job.started_job_registry
     while True:
         try:
-            return registry.connection.zscore(registry.key, execution.composite_key) is not None
+            return rq_compat.is_started(job.connection, job, execution)
         except REDIS_DOWN as exc:
             log.warning("job %s: cannot look up its start yet (%s); retrying", job.id, exc)
             time.sleep(1)
+
+
+def not_retried_if_configuration(job: Job, exc_type, exc: BaseException | None, tb) -> None:
+    """An RQ exception handler (run before RQ decides on a retry): a missing or invalid
+    setting is not transient, and retrying for minutes would not fix it. The job fails now,
+    with the message; `failed retry` runs it after the fix."""
+    if _configuration_error(exc):
+        job.retries_left = None
+        log.error("job %s: a configuration error, not retried: %s", job.id, exc)
+
+
+def keep_last_error(job: Job, exc_type, exc: BaseException | None, tb) -> None:
+    """An RQ exception handler: a job that will be retried keeps the error of this run in
+    its meta (RQ records an error only once the retries are used up), saved with the job by
+    RQ's retry in the same pipeline, at no extra round trip. Not for a job RQ's cleanup
+    found abandoned (`requeue_abandoned` gave up on it): no run of it ended with an error."""
+    if job.should_retry and exc_type is not AbandonedJobError:
+        job.meta[LAST_ERROR_META_KEY] = "".join(traceback.format_exception(exc_type, exc, tb))
 
 
 def _configuration_error(exc: BaseException | None) -> bool:
@@ -455,7 +467,7 @@ def _claim_and_requeue(queue: Queue, registry_key: str, entry: bytes, job: Job) 
                     return False  # another worker took it, or its worker came back
                 pipe.multi()
                 pipe.zrem(registry_key, entry)
-                queue._enqueue_job(job, pipeline=pipe, at_front=True)
+                rq_compat.requeue_at_front(queue, job, pipe)
                 pipe.execute()
                 return True
             except redis.WatchError:

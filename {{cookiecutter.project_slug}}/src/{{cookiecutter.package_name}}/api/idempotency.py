@@ -1,6 +1,7 @@
 """Idempotency keys that survive a re-run of the handler that made the call.
 
-The worker runs each handler inside `handler_run(event_id, handler_name, deadline)`. Every
+The worker runs each handler inside `handler_run(event_id, handler_name, deadline)`
+(`handler_context.py`, which the jobs set and this module reads). Every
 write (POST, PUT) the handler makes then takes the next key of that run, derived from the
 event id, the handler's name and the write's position in the run (first, second...). When
 the handler runs again for the same event (a retry after a failure, a worker killed
@@ -15,50 +16,22 @@ outlives the job's timeout.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+
+from ..handler_context import current_run, handler_run
+
+__all__ = ["JOB_END_MARGIN_SECONDS", "current_run", "deadline", "handler_run", "next_key"]
 
 # A handler's call gives up this long before the job's end, leaving the handler time to
 # see the error before RQ stops the job.
 JOB_END_MARGIN_SECONDS = 1.0
 
 
-@dataclass
-class HandlerRun:
-    event_id: str
-    handler: str
-    deadline: float  # time.monotonic() by which the run must be over
-    writes: int = 0
-
-
-_current: contextvars.ContextVar[HandlerRun | None] = contextvars.ContextVar(
-    "tw_api_handler_run", default=None
-)
-
-
-@contextlib.contextmanager
-def handler_run(event_id: str, handler: str, deadline: float) -> Iterator[HandlerRun]:
-    """Mark the code inside as one run of `handler` for `event_id`."""
-    run = HandlerRun(event_id, handler, deadline)
-    token = _current.set(run)
-    try:
-        yield run
-    finally:
-        _current.reset(token)
-
-
-def current_run() -> HandlerRun | None:
-    return _current.get()
-
-
 def next_key(method: str, path: str) -> str:
     """The key for the next write: stable within a handler run, random outside one."""
-    run = _current.get()
+    run = current_run()
     if run is None:
         return uuid.uuid4().hex
     run.writes += 1
@@ -71,6 +44,6 @@ def next_key(method: str, path: str) -> str:
 def deadline(default_seconds: float) -> float:
     """The monotonic time a call must end by: shortly before the handler run's job ends, or
     `default_seconds` on."""
-    run = _current.get()
+    run = current_run()
     fallback = time.monotonic() + default_seconds
     return fallback if run is None else min(run.deadline - JOB_END_MARGIN_SECONDS, fallback)
