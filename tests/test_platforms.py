@@ -32,6 +32,7 @@ LOWEST_VERSIONS_SUBSET = [
     "tests/test_intake.py",
     "tests/test_app.py",
     "tests/test_rq_compat.py",
+    "tests/test_redis_py_compat.py",
 ]
 
 
