@@ -246,6 +246,19 @@ def test_failed_ids_skip_none_when_ids_go_while_reading(redis_conn, monkeypatch,
     assert read == ids
 
 
+def test_failed_ids_skip_none_when_one_read_fails_again(redis_conn, monkeypatch):
+    """An id retried and failed again while the registry is read moves to a later score:
+    what lay between its old place and its new one is still read."""
+    monkeypatch.setattr(event_status, "ID_PAGE", 2)
+    key, ids = failed_registry(redis_conn, [100, 100, 100, 100, 101, 102])
+    read = []
+    for event_id in event_status.failed_ids(redis_conn, [QUEUES[0]]):
+        read.append(event_id)
+        if len(read) == 2:
+            redis_conn.zadd(key, {event_id: 200})
+    assert read == [*ids, ids[1]]
+
+
 # --- the commands ----------------------------------------------------------------------
 
 

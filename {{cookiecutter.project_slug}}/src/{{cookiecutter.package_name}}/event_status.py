@@ -223,30 +223,28 @@ def failed_ids(connection: redis.Redis, queues: Iterable[str] = QUEUES) -> Itera
 def _sorted_set_pages(connection: redis.Redis, key: str, page: int) -> Iterator[bytes]:
     """The members of the sorted set `key` in its order (score, then member), `page` a time.
 
-    Each page starts after the last member yielded, found again where it is now rather
-    than at the rank it had: a member removed meanwhile (retried, expired by RQ's cleanup)
-    shifts every rank after it, and a rank cursor would skip one. When the last member
-    yielded is itself gone, the page starts at the first member of its score and skips what
-    sorts before it (members tied on the score are ordered by their bytes, in Redis as in
-    Python).
+    Each page resumes by score after the last member yielded, never by rank: a member
+    removed meanwhile (retried, expired by RQ's cleanup) shifts every rank after it, and one
+    that failed again moves to a later score; a rank cursor would skip what lay between.
+    Members tied on a score sort by their bytes, in Redis as in Python, so the ones already
+    yielded are passed over; a run of ties longer than a page is stepped over page by page.
     """
-    start, after = 0, None  # after: (score, member) of the last one yielded
+    after = None  # (score, member) of the last one yielded
+    skip = 0  # members from the cursor's score on that a page of ties has already shown
     while True:
-        rows = connection.zrange(key, start, start + page - 1, withscores=True)
-        fresh = [member for member, score in rows if after is None or (score, member) > after]
-        yield from fresh
+        low = "-inf" if after is None else repr(after[0])
+        rows = connection.zrangebyscore(key, low, "+inf", start=skip, num=page, withscores=True)
+        fresh = [
+            (member, score) for member, score in rows if after is None or (score, member) > after
+        ]
+        yield from (member for member, _ in fresh)
         if len(rows) < page:
             return
-        if not fresh:  # a run of ties longer than a page, all yielded already: step over it
-            start += page
-            continue
-        member, score = rows[-1]
-        after = (score, member)
-        pipe = connection.pipeline(transaction=False)
-        pipe.zrank(key, member)
-        pipe.zcount(key, "-inf", f"({score!r}")
-        rank, below = pipe.execute()
-        start = rank + 1 if rank is not None else below
+        if fresh:
+            member, score = fresh[-1]
+            after, skip = (score, member), 0
+        else:
+            skip += page
 
 
 def captured(connection: redis.Redis, event_id: str) -> capture.Captured | None:
