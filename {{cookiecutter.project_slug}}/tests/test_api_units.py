@@ -154,3 +154,23 @@ def test_a_missing_credential_is_named_on_first_use(monkeypatch, tmp_path, env, 
     with pytest.raises(ConfigError, match=f"^{missing} is not set") as caught:
         api.get_order("ord_1")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("status", "raised"), [(200, False), (201, False), (429, True)])
+def test_a_budget_redis_refuses_fails_only_a_429s_settle(redis_conn, status, raised):
+    """An answer the budget cannot record (here its hash is of the wrong type) leaves the
+    budget as it was and the call's own result stands; only a 429, whose pause every other
+    process must honour before it asks again, cannot be let go."""
+    from redis.exceptions import ResponseError
+
+    from {{ cookiecutter.package_name }}.api.budget import Budget
+
+    budget = Budget(redis_conn, "units")
+    redis_conn.set(budget.keys[0], "not a hash")
+    headers = {"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "9"}
+    answer = httpx.Response(status, headers=headers)
+    if raised:
+        with pytest.raises(ResponseError):
+            budget.settle("ticket", answer)
+    else:
+        budget.settle("ticket", answer)

@@ -22,6 +22,7 @@ an answer that no request may go to fetch.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ import redis
 from redis.commands.core import Script
 
 from ..connection import ScriptRunner
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "tw:api:budget:"
 KEY_TTL_SECONDS = 3600
@@ -168,13 +171,17 @@ class Budget:
         `deadline` (time.monotonic())."""
         with self._lock:
             now = time.monotonic()
-            if self._leased and self._lease_pid == os.getpid() and now < self._lease_ends:
+            leased = self._leased and self._lease_pid == os.getpid() and now < self._lease_ends
+            if leased:
                 self._leased -= 1
-                if self._lease_ends - now > STRADDLE_SECONDS:
-                    return ""  # lands well inside its window: nothing to track
-                ticket = uuid.uuid4().hex  # may arrive in the next window: counted there
-                self._runner.run(self._start, self.keys[1:], [ticket])
-                return ticket
+                straddles = self._lease_ends - now <= STRADDLE_SECONDS
+        if leased:
+            if not straddles:
+                return ""  # lands well inside its window: nothing to track
+            ticket = uuid.uuid4().hex  # may arrive in the next window: counted there
+            # Outside the lock: the other threads' leased slots never wait on this round trip.
+            self._runner.run(self._start, self.keys[1:], [ticket])
+            return ticket
         ticket = uuid.uuid4().hex
         while True:
             args = [ticket, UNKNOWN_END_POLL_MS, IN_FLIGHT_MAX_MS, LEASE_SHARE, ASSUMED_WINDOW_MS]
@@ -217,7 +224,14 @@ class Budget:
         if status == 429:
             with self._lock:
                 self._leased = 0  # the server disagrees: nothing more without asking
-        self._runner.run(self._settle, self.keys, args)  # a 429's pause: before any retry
+            self._runner.run(self._settle, self.keys, args)  # its pause: before any retry
+            return
+        try:
+            self._runner.run(self._settle, self.keys, args)
+        except redis.RedisError as exc:
+            # The call itself succeeded or failed on its own; a budget that cannot learn from
+            # it stays as it was (its ticket runs out by itself) rather than fail the call.
+            log.debug("rate budget: could not record an answer: %s", exc)
 
 
 def _milliseconds(seconds: str | None) -> str:
