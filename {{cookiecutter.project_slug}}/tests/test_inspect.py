@@ -310,8 +310,15 @@ def test_failed_list_and_retry_commands(handlers, settings, redis_conn, cli_env,
     assert f"requeued {events[0]['id']} on orders" in capsys.readouterr().out
     assert cli.main(["failed", "retry", events[0]["id"]]) == 1  # queued now, not failed
     assert "is not failed" in capsys.readouterr().err
+    # A mistyped id (one RQ could never have written) is named, and the others still go.
+    assert cli.main(["failed", "retry", "evt.1", "bad id:*", events[1]["id"]]) == 1
+    out, err = capsys.readouterr()
+    assert "evt.1" in err and "bad id:*" in err and "Traceback" not in err
+    assert f"requeued {events[1]['id']} on orders" in out
+    assert cli.main(["events", "show", "evt.1"]) == 1
+    assert "no trace of event evt.1" in capsys.readouterr().err
     assert cli.main(["failed", "retry", "--all"]) == 0
-    assert capsys.readouterr().out.count("requeued ") == 2
+    assert capsys.readouterr().out.count("requeued ") == 1
     assert cli.main(["failed", "retry"]) == 2  # neither ids nor --all
 
     run_worker(redis_conn, settings)

@@ -153,9 +153,11 @@ def info_from_job(job: Job, seen: bool = False) -> EventInfo:
 
 
 def fetch_job(connection: redis.Redis, event_id: str) -> Job | None:
+    """The job of `event_id`, or None when there is none: RQ raises ValueError for an id
+    it could never have written (`evt.1`, a space), which is a typo, not a bug."""
     try:
         return Job.fetch(event_id, connection=connection, serializer=JSONSerializer)
-    except NoSuchJobError:
+    except (NoSuchJobError, ValueError):
         return None
 
 
