@@ -1,4 +1,4 @@
-"""The job function and the handler registry, run by the real worker on a real Redis."""
+"""The job function and the handler table (`routing`), run by a real worker on real Redis."""
 
 import dataclasses
 import importlib

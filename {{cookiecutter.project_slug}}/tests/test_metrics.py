@@ -384,7 +384,7 @@ def test_gunicorn_workers_sum_their_counts_and_log_json(redis_url, tmp_path):
         sent = cli("replay", "--url", url, "--fresh-ids", "--copies", "3", "--concurrency", "6",
                    "-q", SAMPLES, env=env)  # fmt: skip
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        # Workers book their deliveries every tenth of a second (see `bookkeeping`).
+        # Workers book their deliveries every tenth of a second (see `answered`).
         samples = wait_for(lambda: booked(port, "tw_webhooks_received_total", 24.0), timeout=5)
         with pytest.raises(urllib.error.HTTPError) as public:
             fetch(base + "/metrics")

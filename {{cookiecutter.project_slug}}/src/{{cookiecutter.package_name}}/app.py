@@ -82,7 +82,7 @@ def assign_request_id() -> None:
     """Give the request its id, start its clock, and put the app's parts in `g.receiver`
     for the view and `note_answer` (one lookup of the app per request)."""
     state = g._get_current_object()
-    state.receiver = current_app.extensions["tw_receiver"]
+    state.receiver = current_app._get_current_object().extensions["tw_receiver"]
     state.request_id = "req_" + os.urandom(8).hex()
     state.started = time.perf_counter()
 

@@ -63,7 +63,7 @@ def parse_moment(value: str, now: float | None = None) -> float:
 
 
 def handler_matches(wanted: str, name: str) -> bool:
-    """Whether the handler `name` (`package.handlers.orders.reserve_seats`, as the registry
+    """Whether the handler `name` (`package.handlers.orders.reserve_seats`, as `routing`
     names handlers) is the one a person meant by `wanted`: its full name or any dotted
     tail of it (`reserve_seats`, `orders.reserve_seats`)."""
     return name == wanted or name.endswith("." + wanted)

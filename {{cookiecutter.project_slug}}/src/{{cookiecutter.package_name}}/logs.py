@@ -66,7 +66,7 @@ class JsonFormatter(logging.Formatter):
 
 def dated(record: logging.LogRecord, when: float) -> logging.LogRecord:
     """`record`, dated `when` (a `time.time()`) rather than when it was made: for a line
-    made after the event it tells of (see `bookkeeping`)."""
+    made after the event it tells of (see `answered`)."""
     record.relativeCreated += (when - record.created) * 1000
     record.created = when
     record.msecs = float(int((when - int(when)) * 1000))
