@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rq.job import Job
 from rq.utils import now, utcformat
+from test_capture import backdate_archive
 
 from {{ cookiecutter.package_name }} import cli, event_filters, event_status, recovery
 from {{ cookiecutter.package_name }}.app import create_app
@@ -282,9 +283,8 @@ def test_export_by_handler_type_and_time(handlers, fail_fast, redis_conn, cli_en
     early = deliver("order.created", "price.updated")
     run_worker(redis_conn, settings)
     handlers.clear()
-    time.sleep(0.01)
-    middle = time.time()
-    time.sleep(0.01)
+    backdate_archive(redis_conn, 3600)  # those were received an hour ago
+    middle = time.time() - 1800
     late = deliver("order.created", "order.cancelled")
     run_worker(redis_conn, settings)
 
