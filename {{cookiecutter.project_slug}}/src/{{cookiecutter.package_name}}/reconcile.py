@@ -255,8 +255,9 @@ class Report:
 
 
 class Reconciler:
-    """One pass over the API's orders: `run(since, dry_run)`. `clock` (unix seconds) says
-    where the settle delay and the ledger's horizon end; a test moves its own."""
+    """One pass over the API's orders: `run(since, dry_run)`. `clock` gives the time (unix
+    seconds) that the settle delay and the ledger's horizon count back from: a test passes
+    one it moves itself, and dates the sandbox's orders by it."""
 
     def __init__(
         self, connection: redis.Redis, settings: Settings, client: OrderSource,
