@@ -1,4 +1,5 @@
-"""A clock that moves only when a test says so, for the rate limiter and retry waits.
+"""A clock that moves only when a test says so, for the rate limiter, retry waits and the
+reconciler.
 
 `FakeClock()` is called for the time, and its `sleep` moves the time on instead of
 waiting (and keeps each wait, to assert on). Tests of windows, backoff and `Retry-After`

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import logging
 import socket
-import time
 import urllib.error
 import urllib.request
 from dataclasses import replace
@@ -21,6 +20,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from rq.job import Job
 from rq.utils import now, utcformat
 
 from {{ cookiecutter.package_name }} import logs
@@ -165,12 +165,15 @@ def test_oldest_waiting_event_age_and_live_workers(
     empty = scrape(client)
     assert empty[("tw_queue_oldest_job_age_seconds", orders)] == 0
     assert empty[("tw_workers_alive", orders)] == 0
-    signed_post(client, make_event("order.created"))
-    time.sleep(1.1)
+    first = make_event("order.created")
+    signed_post(client, first)
+    # The first event has waited a minute (its stored enqueue time says so).
+    minute_ago = utcformat(now() - timedelta(seconds=60))
+    redis_conn.hset(Job.key_for(first["id"]), "enqueued_at", minute_ago)
     signed_post(client, make_event("order.created"))
     waiting = scrape(client)
     # The first event's wait, not the second's.
-    assert 1.1 <= waiting[("tw_queue_oldest_job_age_seconds", orders)] < 10
+    assert 60 <= waiting[("tw_queue_oldest_job_age_seconds", orders)] < 70
     assert waiting[("tw_queue_oldest_job_age_seconds", prices)] == 0
 
     worker = build_worker(settings, ["orders"], connection=redis_conn)

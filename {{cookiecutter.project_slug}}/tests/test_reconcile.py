@@ -12,6 +12,7 @@ import time
 
 import pytest
 import reconcile_handlers as seen
+from clocks import FakeClock
 from processes import cli, project_env
 from test_metrics import scrape
 from test_sandbox import connect
@@ -207,11 +208,15 @@ def test_the_watermark_survives_a_restart_and_since_walks_back(
 ):
     api = start_lost(start_sandbox)
     config = reconciling(settings, api, reconcile_overlap_seconds=0)
+    # The sandbox's orders and this process's pass are dated a minute in the past, so that
+    # the command's pass (a process on the real clock) finds them all settled.
+    api.store.clock = clock = FakeClock(int(time.time()) - 60)
     [old] = place_orders(api, 1)
-    time.sleep(1.05)  # the watermark lands in a later second than the old order's change
-    assert reconcile.run_once(config).outcome == "baseline"
+    clock.advance(1)  # the watermark lands in a later second than the old order's change
+    assert reconcile.run_once(config, clock=clock).outcome == "baseline"
     mark = reconcile.read_watermark(redis_conn)
-    time.sleep(1.05)
+    assert mark == (clock.now, "")
+    clock.advance(1)
     [new] = place_orders(api, 1)
     # A fresh process, the command, goes on from the stored watermark.
     env = project_env(
@@ -251,17 +256,18 @@ def test_without_updated_since_the_list_is_walked_newest_first_down_to_the_water
 ):
     api = start_lost(start_sandbox)
     config = reconciling(settings, api, reconcile_updated_since=False, reconcile_overlap_seconds=0)
+    api.store.clock = clock = FakeClock(int(time.time()))
     before = place_orders(api, 2)
-    time.sleep(1.05)
-    reconcile.run_once(config)  # the watermark: after those two
-    time.sleep(1.05)
+    clock.advance(1)
+    reconcile.run_once(config, clock=clock)  # the watermark: after those two
+    clock.advance(1)
     finals = place_orders(api, 6)
-    report = reconcile.run_once(config)
+    report = reconcile.run_once(config, clock=clock)
     assert (report.mode, report.outcome, report.checked) == ("newest-first", "ok", 6)
     run_worker()
     assert seen.runs(redis_conn) == expected_runs(finals)  # not the two before the watermark
     assert not set(seen.runs(redis_conn)) & set(expected_runs(before))
-    assert reconcile.run_once(config).events == []
+    assert reconcile.run_once(config, clock=clock).events == []
 
 
 def test_a_pass_cut_short_is_resumed_by_the_next(

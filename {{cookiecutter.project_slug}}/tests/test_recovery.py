@@ -5,9 +5,12 @@ import dataclasses
 import io
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from rq.job import Job
+from rq.utils import now, utcformat
+from test_capture import backdate_archive
 
 from {{ cookiecutter.package_name }} import cli, event_filters, event_status, recovery
 from {{ cookiecutter.package_name }}.app import create_app
@@ -185,9 +188,9 @@ def test_the_job_records_which_handlers_failed_until_they_succeed(
 
 def test_failed_matching_by_type_handler_and_time(handlers, fail_fast, redis_conn):
     mails = fail(redis_conn, fail_fast, handlers, {"mails"}, "order.created", "price.updated")
-    time.sleep(0.01)
-    middle = time.time()
-    time.sleep(0.01)
+    for event_id in mails:  # received an hour ago, as their jobs' stamps now say
+        redis_conn.hset(Job.key_for(event_id), "created_at", utcformat(now() - timedelta(hours=1)))
+    middle = time.time() - 1800
     books = fail(redis_conn, fail_fast, handlers, {"books"}, "order.created", "order.cancelled")
     audit = fail(redis_conn, fail_fast, handlers, {"audit"}, "inventory.updated")
     fail(redis_conn, fail_fast, handlers, set(), "order.created")  # processed: never listed
@@ -280,9 +283,8 @@ def test_export_by_handler_type_and_time(handlers, fail_fast, redis_conn, cli_en
     early = deliver("order.created", "price.updated")
     run_worker(redis_conn, settings)
     handlers.clear()
-    time.sleep(0.01)
-    middle = time.time()
-    time.sleep(0.01)
+    backdate_archive(redis_conn, 3600)  # those were received an hour ago
+    middle = time.time() - 1800
     late = deliver("order.created", "order.cancelled")
     run_worker(redis_conn, settings)
 

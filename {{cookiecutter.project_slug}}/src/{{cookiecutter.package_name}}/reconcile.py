@@ -43,7 +43,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -132,11 +132,12 @@ def synthetic_event(order: dict, status: str, created: int) -> dict:
     return envelope
 
 
-def events_for(order: dict, steps: list[str]) -> list[dict]:
+def events_for(order: dict, steps: list[str], now: float | None = None) -> list[dict]:
     """The synthetic events for `steps` of `order`. The last one is dated at the order's
-    `updatedAt`, each before it a second earlier (the first no later than `createdAt`), so
-    that `newest_only` puts them in the order of the path."""
-    updated = _stamp(order.get("updatedAt"), int(time.time()))
+    `updatedAt` (`now`, the time by default, when it has none), each before it a second
+    earlier (the first no later than `createdAt`), so that `newest_only` puts them in the
+    order of the path."""
+    updated = _stamp(order.get("updatedAt"), int(time.time() if now is None else now))
     created = _stamp(order.get("createdAt"), updated)
     events = []
     for back, status in enumerate(reversed(steps)):
@@ -254,22 +255,28 @@ class Report:
 
 
 class Reconciler:
-    """One pass over the API's orders: `run(since, dry_run)`."""
+    """One pass over the API's orders: `run(since, dry_run)`. `clock` gives the time (unix
+    seconds) that the settle delay and the ledger's horizon count back from: a test passes
+    one it moves itself, and dates the sandbox's orders by it."""
 
     def __init__(
         self, connection: redis.Redis, settings: Settings, client: OrderSource,
-        intake: Intake | None = None,
+        intake: Intake | None = None, clock: Callable[[], float] = time.time,
     ):  # fmt: skip
         self.connection, self.settings, self.client = connection, settings, client
         self.intake = intake or Intake(connection, settings)
+        self.clock = clock
         self.lock: Lock | None = None  # renewed after each page while set
 
     def run(self, since: float | None = None, dry_run: bool = False) -> Report:
         """Walk, compare and feed; `since` (unix seconds) starts the walk there instead of
         at the watermark. A dry run feeds nothing and leaves the watermark alone."""
         settings = self.settings
-        report = Report(mode="updatedSince" if settings.reconcile_updated_since else "newest-first")
-        now = int(time.time())
+        report = Report(
+            started=self.clock(),
+            mode="updatedSince" if settings.reconcile_updated_since else "newest-first",
+        )
+        now = int(report.started)
         cutoff = now - settings.reconcile_settle_seconds
         horizon = now - settings.ledger_retention_seconds
         mark = read_watermark(self.connection)
@@ -346,7 +353,7 @@ class Reconciler:
         report.checked += len(orders)
         for order in orders:
             steps = missing(entries.get(order["id"]), order, horizon)
-            for envelope in events_for(order, steps) if steps else ():
+            for envelope in events_for(order, steps, self.clock()) if steps else ():
                 if self._feed(envelope, dry_run):
                     report.events.append(envelope["id"])
                     report.types[envelope["type"]] += 1
@@ -371,7 +378,7 @@ class Reconciler:
         return added
 
     def _finish(self, report: Report, dry_run: bool) -> Report:
-        report.finished = time.time()
+        report.finished = self.clock()
         if not dry_run:
             pipe = self.connection.pipeline(transaction=False)
             pipe.hincrby(TOTALS_KEY, f"runs:{report.outcome}", 1)
@@ -395,16 +402,16 @@ def _key(order: dict) -> tuple[int, str]:
 
 def run_once(
     settings: Settings, since: float | None = None, dry_run: bool = False,
-    client: OrderSource | None = None,
+    client: OrderSource | None = None, clock: Callable[[], float] = time.time,
 ) -> Report:  # fmt: skip
     """One pass under the lock (the `reconcile` command). Raises `Busy` when another pass
-    runs, `ConfigError` without API credentials."""
+    runs, `ConfigError` without API credentials. `clock` as for `Reconciler`."""
     if client is None:
         from .api import client_from_settings
 
         client = client_from_settings(settings)
     connection = connect(settings)
-    reconciler = Reconciler(connection, settings, client)
+    reconciler = Reconciler(connection, settings, client, clock=clock)
     if dry_run:
         return reconciler.run(since, dry_run=True)
     lock = Lock(connection)
