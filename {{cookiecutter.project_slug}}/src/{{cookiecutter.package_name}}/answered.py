@@ -1,14 +1,13 @@
 """What the web tier records about each request once it has answered (the delivery
 counters, the console's history, the one log line), and when it records it.
 
-Done on the request thread, this bookkeeping cost about a sixth of the receiver's CPU per
-delivery, nearly all of it the price of cold code: between two deliveries a process runs
-thousands of other lines, so the few hundred of the bookkeeping ran from cold caches every
-time. Done for a batch, the same lines run warm at a fraction of the cost. So under
-gunicorn the request thread only notes what happened (`Books.note`: one append) and a
-background thread books the notes every `INTERVAL` seconds. Counters, history and the log
-line lag the answer by at most that; the line keeps the time of the answer, and names the
-booking thread. What is noted is booked before the process exits.
+Between two deliveries a process runs thousands of other lines, so bookkeeping done per
+request runs from cold caches; done for a batch, the same lines cost a fraction (the
+template's performance history has the figures). So under gunicorn the request thread
+only notes what happened (`Books.note`: one append) and a background thread books the
+notes every `INTERVAL` seconds. Counters, history and the log line lag the answer by at
+most that; the line keeps the time of the answer, and names the booking thread. What is
+noted is booked before the process exits.
 
 An app built with given settings (the tests, an app that embeds the receiver) books each
 request as it is answered (`Books(None)`), so what it counted can be read at once.

@@ -94,12 +94,11 @@ class ScriptRunner:
 
     Every accepted event costs one script call, and redis-py's general command path (pool
     checkout with a readiness poll, argument encoding, instrumentation) spends about as
-    much CPU again as the round trip itself: 98 against 50 us per EVALSHA, measured on the
-    project's benchmark machine. Here each thread keeps a connection of its own, made by
-    the client's pool, so TLS, AUTH, the database number and Sentinel's choice of master
-    stay redis-py's; hiredis packs the command in one call. A connection lost on the way is
-    replaced and the call sent again once (`RETRY`), whatever client it came from: the
-    pool's own check of idle connections is one of the steps skipped.
+    much CPU again as the round trip itself. Here each thread keeps a connection of its
+    own, made by the client's pool, so TLS, AUTH, the database number and Sentinel's choice
+    of master stay redis-py's; hiredis packs the command in one call. A connection lost on
+    the way is replaced and the call sent again once (`RETRY`), whatever client it came
+    from: the pool's own check of idle connections is one of the steps skipped.
     """
 
     def __init__(self, client: redis.Redis):

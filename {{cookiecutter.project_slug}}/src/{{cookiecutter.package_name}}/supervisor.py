@@ -28,10 +28,9 @@ it, so that a Ctrl-C in a terminal reaches the children once, through here, and 
 twice; and so that when a child dies, its orphaned scheduler (which would keep the dead
 child's metrics port) is killed with it before the replacement starts.
 
-RQ's own `WorkerPool` forks its children too, and drains at the same rate (measured:
-each child runs the same job loop); but it forks them from a parent that imported the
-handlers, and builds each worker from RQ's defaults, without `TW_WORKER_LOST_AFTER_SECONDS`
-or the metrics port (docs/operations.md has the figures).
+RQ's own `WorkerPool` forks its children too, and drains at the same rate; but it forks
+them from a parent that imported the handlers, and builds each worker from RQ's defaults,
+without `TW_WORKER_LOST_AFTER_SECONDS` or the metrics port.
 """
 
 from __future__ import annotations
