@@ -25,78 +25,22 @@ Run from the template's root with its virtualenv:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+import common
 import drain  # same folder: throughput from the jobs' own stamps
 import hiredis
 import httpx
 import redis
 
-HERE = Path(__file__).resolve().parent
-TEMPLATE = HERE.parent
-
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
-
-
-def bake(output_dir: Path) -> Path:
-    from cookiecutter.main import cookiecutter
-
-    return Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(output_dir)))
-
-
-def project_env(project: Path, package: str, redis_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TW_")}
-    env.update(
-        PYTHONPATH=os.pathsep.join([str(project / "src"), str(HERE)]),
-        REDIS_URL=redis_url,
-        BENCH_PACKAGE=package,
-        TW_API_CLIENT_ID=CLIENT_ID,
-        TW_API_CLIENT_SECRET=CLIENT_SECRET,
-        TW_LOG_LEVEL="WARNING",
-        TW_HANDLERS_PACKAGE="",  # the benchmark's handlers only, never the bake's own
-        **extra,
-    )
-    return env
-
-
-@contextlib.contextmanager
-def sandbox(project: Path, package: str, env: dict, rate_limit: int):
-    """The project's `sandbox` command on a free port; yields its URL."""
-    port = importlib.import_module(f"{package}.dev.embedded_redis").free_port()
-    command = [sys.executable, "-m", package, "sandbox", "--port", str(port)]
-    command += ["--rate-limit", str(rate_limit)]
-    process = subprocess.Popen(
-        command,
-        cwd=project,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                stats(url)
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the sandbox did not start") from None
-                time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def stats(url: str) -> dict:
@@ -244,54 +188,56 @@ def measure_budget(project: Path, package: str, env: dict, conn, url: str, event
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--project", type=Path, help="a default bake (default: bake one now)")
-    parser.add_argument("--package", default="tw_webhook_receiver")
+    common.project_options(parser)
     parser.add_argument("--calls", type=int, default=300, help="calls per overhead round")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--limit", type=int, default=50, help="sandbox requests/s (budget)")
     parser.add_argument("--events", type=int, default=500, help="events for the budget run")
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory(prefix="tw-bench-api-") as scratch:
-        project = args.project.resolve() if args.project else bake(Path(scratch))
-        sys.path.insert(0, str(project / "src"))
-        embedded = importlib.import_module(f"{args.package}.dev.embedded_redis")
-        with embedded.EmbeddedRedis() as server:
-            conn = redis.Redis.from_url(server.url)
-            env = project_env(project, args.package, server.url)
+    unlimited = ("--rate-limit", "1000000")
+    with (
+        common.project(args, prefix="tw-bench-api-") as (project, _scratch),
+        common.private_redis(args.package) as (redis_url, conn),
+    ):
+        env = common.project_env(
+            project, args.package, redis_url,
+            TW_API_CLIENT_ID=CLIENT_ID, TW_API_CLIENT_SECRET=CLIENT_SECRET,
+        )  # fmt: skip
 
-            with sandbox(project, args.package, env, rate_limit=1_000_000) as url:
-                figures = measure_overhead(args.package, url, conn, args.calls, args.rounds)
-            (wall, cpu), (bare_wall, bare_cpu) = figures["client"], figures["httpx"]
-            print(f"overhead: client {wall:.0f} us/call, bare httpx {bare_wall:.0f} us/call: "
-                  f"{(wall / bare_wall - 1) * 100:+.1f} % of wall time (target within 10 %); "
-                  f"CPU of the caller and Redis {cpu:.0f} against {bare_cpu:.0f} us/call "
-                  f"({(cpu / bare_cpu - 1) * 100:+.1f} %); {args.rounds} rounds of {args.calls} "
+        with common.api_sandbox(project, args.package, env, *unlimited) as (url, _pid):
+            figures = measure_overhead(args.package, url, conn, args.calls, args.rounds)
+        (wall, cpu), (bare_wall, bare_cpu) = figures["client"], figures["httpx"]
+        print(f"overhead: client {wall:.0f} us/call, bare httpx {bare_wall:.0f} us/call: "
+              f"{(wall / bare_wall - 1) * 100:+.1f} % of wall time (target within 10 %); "
+              f"CPU of the caller and Redis {cpu:.0f} against {bare_cpu:.0f} us/call "
+              f"({(cpu / bare_cpu - 1) * 100:+.1f} %); {args.rounds} rounds of {args.calls} "
+              "GET /v1/health, medians")  # fmt: skip
+
+        conn.flushdb()
+        with common.api_sandbox(project, args.package, env, *unlimited) as (url, _pid):
+            paths = measure_settle_paths(args.package, url, conn, args.calls, args.rounds)
+        for case in ("shipped", "tracked"):
+            (sent, sent_budget), (waited, waited_budget) = (
+                paths[(case, "sent")],
+                paths[(case, "waited")],
+            )
+            print(f"settle paths, {case}: {sent:.0f} us/call ({sent_budget:.0f} in the budget) "
+                  f"with its scripts sent without waiting, {waited:.0f} ({waited_budget:.0f}) "
+                  f"waiting for each reply: waiting costs the budget "
+                  f"{(waited_budget - sent_budget) / sent * 100:+.1f} % of a call "
+                  f"(whole calls {waited / sent:.3f}); {args.rounds} rounds of {args.calls} "
                   "GET /v1/health, medians")  # fmt: skip
 
-            conn.flushdb()
-            with sandbox(project, args.package, env, rate_limit=1_000_000) as url:
-                paths = measure_settle_paths(args.package, url, conn, args.calls, args.rounds)
-            for case in ("shipped", "tracked"):
-                (sent, sent_budget), (waited, waited_budget) = (
-                    paths[(case, "sent")],
-                    paths[(case, "waited")],
-                )
-                print(f"settle paths, {case}: {sent:.0f} us/call ({sent_budget:.0f} in the budget) "
-                      f"with its scripts sent without waiting, {waited:.0f} ({waited_budget:.0f}) "
-                      f"waiting for each reply: waiting costs the budget "
-                      f"{(waited_budget - sent_budget) / sent * 100:+.1f} % of a call "
-                      f"(whole calls {waited / sent:.3f}); {args.rounds} rounds of {args.calls} "
-                      "GET /v1/health, medians")  # fmt: skip
-
-            conn.flushdb()
-            with sandbox(project, args.package, env, rate_limit=args.limit) as url:
-                rate = measure_budget(project, args.package, env, conn, url, args.events)
-                counted = stats(url)
-            refused = counted["byStatus"].get("429", 0)
-            print(f"budget: {rate:.1f} events/s with the sandbox at {args.limit} requests/s "
-                  f"and 3 workers: {rate / args.limit:.2f} of the limit (target >= 0.9); "
-                  f"429s answered: {refused} (target 0); sandbox: {counted['byStatus']}")  # fmt: skip
+        conn.flushdb()
+        limited = ("--rate-limit", str(args.limit))
+        with common.api_sandbox(project, args.package, env, *limited) as (url, _pid):
+            rate = measure_budget(project, args.package, env, conn, url, args.events)
+            counted = stats(url)
+        refused = counted["byStatus"].get("429", 0)
+        print(f"budget: {rate:.1f} events/s with the sandbox at {args.limit} requests/s "
+              f"and 3 workers: {rate / args.limit:.2f} of the limit (target >= 0.9); "
+              f"429s answered: {refused} (target 0); sandbox: {counted['byStatus']}")  # fmt: skip
     return 0
 
 

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -114,6 +115,34 @@ def project_env(project: Path, package: str, redis_url: str, **extra: str) -> di
     )
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def api_sandbox(project: Path, package: str, env: dict, *options: str) -> Iterator[tuple[str, int]]:
+    """The project's `sandbox` command (the API from memory) on a free port, with `options`
+    (`--rate-limit`, `--latency-ms` ...); yields its URL and pid, stopped after."""
+    port = free_port(package)
+    command = [sys.executable, "-m", package, "sandbox", "--port", str(port), *options]
+    process = subprocess.Popen(
+        command,
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the API sandbox did not start")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def webhook_path(package: str) -> str:

@@ -20,47 +20,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import common
 import drain
 from common import HERE, machine, redis_cpu, tree_cpu
-
-
-@contextlib.contextmanager
-def api_sandbox(project: Path, package: str, latency_ms: float, port: int):
-    """The project's API sandbox on `port`, adding `latency_ms` to every request."""
-    command = [
-        sys.executable, "-m", package, "sandbox", "--port", str(port),
-        "--latency-ms", f"{latency_ms:g}", "--rate-limit", "1000000",
-    ]  # fmt: skip
-    env = common.project_env(project, package, "redis://unused")
-    process = subprocess.Popen(
-        command,
-        env=env,
-        cwd=project,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the API sandbox did not start")
-            time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}", process.pid
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def drain_with(command, project, package, redis_url, conn, processes, events, wait, api):
@@ -103,8 +69,9 @@ def main(argv=None) -> int:
         url, conn = stack.enter_context(common.private_redis(args.package))
         api = None
         if args.wait == "sandbox":
-            port = common.free_port(args.package)
-            api = stack.enter_context(api_sandbox(project, args.package, args.wait_ms, port))
+            env = common.project_env(project, args.package, "redis://unused")
+            latency = ("--latency-ms", f"{args.wait_ms:g}", "--rate-limit", "1000000")
+            api = stack.enter_context(common.api_sandbox(project, args.package, env, *latency))
         info = machine()
         how = f"an API sandbox call (--latency-ms {args.wait_ms:g})" if api else "time.sleep"
         print(
